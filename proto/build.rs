@@ -1,0 +1,14 @@
+//! Generates Rust types from `proto/*.proto` with Debian's `protoc` (installed by
+//! `scripts/install-deps.sh`; set `PROTOC` to use another one).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    // Messages only: the intercept library links these without tonic.
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(false)
+        .compile_protos(&["proto/intercept.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/coordinator.proto", "proto/raft.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! rdmaq's wire types, all of them: the coordinator's gRPC services (`v1`, `raft`) and the
+//! messages the intercept library exchanges with the node agent (`intercept`).
+#![forbid(unsafe_code)]
+
+pub mod frame;
+
+/// Agent <-> intercept library messages (Unix socket, length-prefixed frames).
+pub mod intercept {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/rdmaq.intercept.v1.rs"));
+
+    /// Bumped when a message changes incompatibly.
+    pub const PROTOCOL_VERSION: u32 = 1;
+}
+
+/// Admin and agent gRPC services of the coordinator.
+#[cfg(feature = "grpc")]
+pub mod v1 {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/rdmaq.v1.rs"));
+}
+
+/// Member-to-member Raft transport.
+#[cfg(feature = "grpc")]
+pub mod raft {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/rdmaq.raft.v1.rs"));
+}

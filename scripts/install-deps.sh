@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything rdmaq's build, demo and tests need on a Debian 12 machine, skipping
+# what is already there so a second run takes seconds. Needs root (apt-get, netns, qemu).
+set -euo pipefail
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+# Debian packages: build (protoc, LLVM for bpf-linker), the soft-RoCE lab (qemu, busybox,
+# cpio, kmod for depmod/modprobe, iproute2 for netns/bridge/rdma), rdma-core userspace and
+# the real RDMA programs the tests run, etcd for the coordinator benchmark.
+APT_PACKAGES=(
+  build-essential pkg-config protobuf-compiler file
+  llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+  qemu-system-x86 busybox-static cpio kmod iproute2 iputils-ping xz-utils util-linux procps
+  rdma-core ibverbs-utils ibverbs-providers libibverbs-dev librdmacm-dev
+  perftest rdmacm-utils python3-pyverbs
+  etcd-server etcd-client
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages: all present"
+fi
+
+# rust-src lets the stable toolchain build `core` for bpfel-unknown-none (-Z build-std).
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "rustup component add rust-src"
+  rustup component add rust-src
+fi
+
+# bpf-linker links the eBPF object; it must match rustc's LLVM major version (22).
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  log "cargo install bpf-linker (built against Debian's LLVM 22)"
+  PATH=/usr/lib/llvm-22/bin:$PATH cargo install --locked bpf-linker \
+    --no-default-features --features llvm-22
+fi
+log "ready"

@@ -1,0 +1,8 @@
+//! Test support for rdmaq: the soft-RoCE lab (real RDMA nodes in qemu VMs on a bridge inside
+//! a network namespace) and its guest agent's protocol.
+#![forbid(unsafe_code)]
+
+pub mod lab;
+pub mod wire;
+
+pub use lab::{CmdOutput, Kernel, Lab, LabError, LabSpec, Node, Pending};
