@@ -32,7 +32,15 @@ mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
-mount -t tmpfs tmpfs /host/tmp
+# /tmp stays the host's /tmp (a checkout there must stay visible: tests run binaries from
+# the build tree) but becomes writable: an overlay with the node's own changes in memory.
+mkdir -p /ovl
+mount -t tmpfs tmpfs /ovl
+mkdir -p /ovl/upper /ovl/work
+mount -t overlay overlay -o lowerdir=/host/tmp,upperdir=/ovl/upper,workdir=/ovl/work /host/tmp || {
+  echo "lab-init: overlay on /tmp failed; /tmp is an empty tmpfs"
+  mount -t tmpfs tmpfs /host/tmp
+}
 mount -t tmpfs tmpfs /host/run
 mount -t tracefs tracefs /host/sys/kernel/tracing
 mount -t debugfs debugfs /host/sys/kernel/debug

@@ -67,7 +67,7 @@ done
 # Load order matters: crc32_generic before rdma_rxe, or `rdma link add` fails with ENOENT.
 # Modules built into one kernel and modular in the other show up as "builtin" and are
 # skipped; .ko.xz modules are decompressed here so busybox insmod loads them as they are.
-MODULES=(crc32_generic virtio_pci virtio_net virtio_console 9pnet_virtio 9p
+MODULES=(crc32_generic virtio_pci virtio_net virtio_console 9pnet_virtio 9p overlay
   rdma_rxe ib_uverbs rdma_ucm)
 : >"$ROOT/modules.load"
 for m in "${MODULES[@]}"; do

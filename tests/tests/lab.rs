@@ -88,6 +88,15 @@ fn two_nodes_pingpong_then_cut_and_restore() {
 #[test]
 fn failing_command_reports_the_nodes_output() {
     let lab = start(1, Kernel::from_env());
+    // The host's /tmp (where a checkout may live) is visible in the node, and writable there.
+    let probe = lab.dir().join("probe");
+    std::fs::write(&probe, "written on the host after boot").unwrap();
+    let seen = lab
+        .node(1)
+        .run_ok(&format!("cat {} && touch /tmp/guest-write", probe.display()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(seen.stdout.trim(), "written on the host after boot");
+
     let err = lab
         .node(1)
         .run_ok("echo to-stdout; echo to-stderr >&2; exit 3")
