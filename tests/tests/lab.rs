@@ -93,7 +93,10 @@ fn failing_command_reports_the_nodes_output() {
     std::fs::write(&probe, "written on the host after boot").unwrap();
     let seen = lab
         .node(1)
-        .run_ok(&format!("cat {} && touch /tmp/guest-write", probe.display()))
+        .run_ok(&format!(
+            "cat {} && touch /tmp/guest-write",
+            probe.display()
+        ))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(seen.stdout.trim(), "written on the host after boot");
 
