@@ -1,10 +1,11 @@
 //! rdmaq-coordinator: the Raft-replicated source of truth for tenant quotas and node
-//! allotments.
-#![forbid(unsafe_code)]
+//! allotments. Configuration: TOML file (`--config`), then `RDMAQ_*` environment, then flags.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use rdmaq_coordinator::{Error, config::Config};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -16,36 +17,140 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "rdmaq-coordinator", version)]
 struct Args {
-    /// TOML configuration file.
+    /// TOML configuration file (see deploy/coordinator.toml).
     #[arg(long, env = "RDMAQ_COORDINATOR_CONFIG")]
     config: Option<PathBuf>,
-    /// One-member cluster with its data in `--data-dir`, plain text, ready at once.
+    /// A one-member cluster on 127.0.0.1:7100 with its data in ./rdmaq-dev, ready at once.
     #[arg(long)]
     dev: bool,
-    /// This member's Raft id.
-    #[arg(long, env = "RDMAQ_NODE_ID")]
+    /// This member's Raft id (≥ 1).
+    #[arg(long, env = "RDMAQ_MEMBER_ID")]
     id: Option<u64>,
     /// Address the gRPC services listen on.
     #[arg(long, env = "RDMAQ_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address peers and clients use for this member (default: --listen).
+    #[arg(long, env = "RDMAQ_ADVERTISE")]
+    advertise: Option<String>,
     /// Directory of the durable log, vote and snapshots.
     #[arg(long, env = "RDMAQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Initial members of a new cluster, `ID=HOST:PORT,...`.
+    #[arg(long, env = "RDMAQ_INITIAL_MEMBERS", value_delimiter = ',')]
+    initial_members: Vec<String>,
+    /// How long an agent's allotments stay valid without a heartbeat.
+    #[arg(long, env = "RDMAQ_LEASE_TTL_MS")]
+    lease_ttl_ms: Option<u64>,
+    /// How long a node may stay silent before even its used budget is released.
+    #[arg(long, env = "RDMAQ_NODE_DEAD_MS")]
+    node_dead_ms: Option<u64>,
+    /// A snapshot every this many log entries.
+    #[arg(long, env = "RDMAQ_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
-fn main() -> anyhow::Result<()> {
+fn config(args: &Args) -> Result<Config, Error> {
+    let mut text = match &args.config {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    if args.dev {
+        text.push_str(
+            "\nid = 1\nlisten = \"127.0.0.1:7100\"\ndata_dir = \"rdmaq-dev\"\n\
+             [initial_members]\n1 = \"127.0.0.1:7100\"\n",
+        );
+    }
+    // Keys the file lacks entirely get placeholders here so that flags can fill them; the
+    // missing ones are reported by name below.
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
+        key: "<file>".into(),
+        reason: e.to_string(),
+    })?;
+    let mut set = |key: &str, v: toml::Value| {
+        table.insert(key.to_string(), v);
+    };
+    if let Some(id) = args.id {
+        set("id", toml::Value::Integer(id as i64));
+    }
+    if let Some(l) = args.listen {
+        set("listen", toml::Value::String(l.to_string()));
+    }
+    if let Some(a) = &args.advertise {
+        set("advertise", toml::Value::String(a.clone()));
+    }
+    if let Some(d) = &args.data_dir {
+        set("data_dir", toml::Value::String(d.display().to_string()));
+    }
+    if let Some(v) = args.lease_ttl_ms {
+        set("lease_ttl_ms", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.node_dead_ms {
+        set("node_dead_ms", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.snapshot_every {
+        set("snapshot_every", toml::Value::Integer(v as i64));
+    }
+    if !args.initial_members.is_empty() {
+        let mut members = BTreeMap::new();
+        for m in &args.initial_members {
+            let (id, addr) = m.split_once('=').ok_or_else(|| Error::Config {
+                key: "initial_members".into(),
+                reason: format!("{m:?} is not ID=HOST:PORT"),
+            })?;
+            members.insert(id.to_string(), toml::Value::String(addr.to_string()));
+        }
+        set(
+            "initial_members",
+            toml::Value::Table(members.into_iter().collect()),
+        );
+    }
+    for key in ["id", "listen", "data_dir"] {
+        if !table.contains_key(key) {
+            return Err(Error::Config {
+                key: key.into(),
+                reason:
+                    "missing: set it in the config file, the environment or a flag (or use --dev)"
+                        .into(),
+            });
+        }
+    }
+    Config::from_toml(&toml::to_string(&table).expect("a table serializes"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let subscriber = tracing_subscriber::fmt().with_env_filter(
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
     );
     match args.log_format {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
-    tracing::info!(?args, "rdmaq-coordinator starting");
-    anyhow::bail!("the coordinator service is not implemented yet (issue 3)")
+    let cfg = config(&args)?;
+    if args.dev {
+        tracing::warn!(
+            "dev mode: one member, plain text, data in {}",
+            cfg.data_dir.display()
+        );
+    }
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    rdmaq_coordinator::server::run(cfg, shutdown)
+        .await
+        .context("rdmaq-coordinator")
 }

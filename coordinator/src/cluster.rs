@@ -1,0 +1,354 @@
+//! One member's view of the cluster: proposes writes (forwarding them to the leader when
+//! this member is a follower), serves linearizable reads (through the leader's read index
+//! on followers), and changes membership.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use openraft::{
+    BasicNode, ChangeMembers,
+    error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError},
+};
+use rdmaq_proto::raft::RaftPayload;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error,
+    raft::{NodeId, Raft, network::raft_client, store::SharedState},
+    state::{Command, LeasePolicy, Proposal, Reply, Request, State},
+};
+
+/// What a follower asks the leader to do for it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Propose(Vec<Proposal>),
+    AddMember {
+        id: NodeId,
+        addr: String,
+        voter: bool,
+        actor: String,
+    },
+    RemoveMember {
+        id: NodeId,
+        actor: String,
+    },
+    ReadIndex,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Replies(Vec<Reply>),
+    Members(Vec<MemberView>),
+    ReadIndex(u64),
+    /// The leader failed the request; `not_leader` asks the follower to retry elsewhere.
+    Failed {
+        message: String,
+        not_leader: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+}
+
+pub struct Cluster {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub applied: SharedState,
+    pub policy: LeasePolicy,
+    /// How long a follower waits for its state to catch up with the leader's read index.
+    pub read_timeout: Duration,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// Proposes one command and returns the state machine's reply to it.
+    pub async fn propose(&self, actor: &str, command: Command) -> Result<Reply, Error> {
+        let mut replies = self
+            .propose_all(vec![Proposal {
+                actor: actor.to_string(),
+                command,
+            }])
+            .await?;
+        Ok(replies.pop().unwrap_or(Reply::Done))
+    }
+
+    /// Proposes commands as one log entry; on a follower, the leader does it.
+    pub async fn propose_all(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
+        let request = Request {
+            now_ms: now_ms(),
+            policy: self.policy,
+            proposals,
+        };
+        match self.raft.client_write(request.clone()).await {
+            Ok(resp) => Ok(resp.data.replies),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match self
+                    .forward(&f, Forwarded::Propose(request.proposals))
+                    .await?
+                {
+                    ForwardReply::Replies(r) => Ok(r),
+                    other => Err(unexpected(other)),
+                }
+            }
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    /// Runs `f` on state that reflects every write committed before this call.
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
+                let index = match self.forward(&fwd, Forwarded::ReadIndex).await? {
+                    ForwardReply::ReadIndex(i) => i,
+                    other => return Err(unexpected(other)),
+                };
+                self.raft
+                    .wait(Some(self.read_timeout))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map_err(|e| Error::Raft(format!("catching up to the leader: {e}")))?;
+            }
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+        let applied = self.applied.read().expect("state lock");
+        Ok(f(&applied.state))
+    }
+
+    /// The leader's side of a follower's read: its applied index once leadership is
+    /// confirmed.
+    pub async fn read_index(&self) -> Result<u64, Error> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        let applied = self.applied.read().expect("state lock");
+        Ok(applied.last_applied.map_or(0, |l| l.index))
+    }
+
+    pub fn members(&self) -> Vec<MemberView> {
+        let applied = self.applied.read().expect("state lock");
+        let membership = applied.membership.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| MemberView {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        addr: &str,
+        voter: bool,
+        actor: &str,
+    ) -> Result<Vec<MemberView>, Error> {
+        if id == 0 {
+            return Err(Error::invalid("id", "member ids start at 1"));
+        }
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::invalid(
+                "address",
+                format!("{addr:?} is not host:port"),
+            ));
+        }
+        let result = self
+            .raft
+            .add_learner(
+                id,
+                BasicNode {
+                    addr: addr.to_string(),
+                },
+                true,
+            )
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let fwd = Forwarded::AddMember {
+                    id,
+                    addr: addr.to_string(),
+                    voter,
+                    actor: actor.to_string(),
+                };
+                return match self.forward(&f, fwd).await? {
+                    ForwardReply::Members(m) => Ok(m),
+                    other => Err(unexpected(other)),
+                };
+            }
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+        if voter {
+            let ids: BTreeSet<NodeId> = [id].into();
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        }
+        self.propose(
+            actor,
+            Command::AuditMembership {
+                action: format!("member add {id} {addr} voter={voter}"),
+            },
+        )
+        .await?;
+        Ok(self.members())
+    }
+
+    pub async fn remove_member(&self, id: NodeId, actor: &str) -> Result<Vec<MemberView>, Error> {
+        if !self.members().iter().any(|m| m.id == id) {
+            return Err(Error::invalid("id", format!("{id} is not a member")));
+        }
+        let ids: BTreeSet<NodeId> = [id].into();
+        let result = self
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return match self
+                    .forward(
+                        &f,
+                        Forwarded::RemoveMember {
+                            id,
+                            actor: actor.to_string(),
+                        },
+                    )
+                    .await?
+                {
+                    ForwardReply::Members(m) => Ok(m),
+                    other => Err(unexpected(other)),
+                };
+            }
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+        // A removed voter is still a learner; drop it from the cluster altogether.
+        let _ = self
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await;
+        self.propose(
+            actor,
+            Command::AuditMembership {
+                action: format!("member remove {id}"),
+            },
+        )
+        .await?;
+        Ok(self.members())
+    }
+
+    async fn forward(
+        &self,
+        to: &ForwardToLeader<NodeId, BasicNode>,
+        what: Forwarded,
+    ) -> Result<ForwardReply, Error> {
+        let (Some(leader), Some(node)) = (to.leader_id, to.leader_node.as_ref()) else {
+            return Err(Error::NoLeader);
+        };
+        let failed = |detail: String| Error::ForwardFailed {
+            leader,
+            addr: node.addr.clone(),
+            detail,
+        };
+        let mut client = raft_client(&node.addr).map_err(|e| failed(e.to_string()))?;
+        let data = serde_json::to_vec(&what).map_err(|e| failed(e.to_string()))?;
+        let mut req = tonic::Request::new(RaftPayload { data });
+        req.set_timeout(Duration::from_secs(10));
+        let reply = client
+            .forward(req)
+            .await
+            .map_err(|s| failed(s.message().to_string()))?;
+        let reply: ForwardReply =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| failed(e.to_string()))?;
+        match reply {
+            ForwardReply::Failed {
+                not_leader: true, ..
+            } => Err(Error::NoLeader),
+            ForwardReply::Failed { message, .. } => Err(failed(message)),
+            ok => Ok(ok),
+        }
+    }
+
+    /// Serves a follower's forwarded request (on the leader).
+    pub async fn serve_forwarded(&self, what: Forwarded) -> ForwardReply {
+        let result = match what {
+            Forwarded::Propose(proposals) => {
+                // The leader stamps its own clock: expiry time comes from the leader only.
+                let request = Request {
+                    now_ms: now_ms(),
+                    policy: self.policy,
+                    proposals,
+                };
+                match self.raft.client_write(request).await {
+                    Ok(resp) => Ok(ForwardReply::Replies(resp.data.replies)),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        return ForwardReply::Failed {
+                            message: "not the leader".into(),
+                            not_leader: true,
+                        };
+                    }
+                    Err(e) => Err(Error::Raft(e.to_string())),
+                }
+            }
+            Forwarded::AddMember {
+                id,
+                addr,
+                voter,
+                actor,
+            } => self
+                .add_member(id, &addr, voter, &actor)
+                .await
+                .map(ForwardReply::Members),
+            Forwarded::RemoveMember { id, actor } => self
+                .remove_member(id, &actor)
+                .await
+                .map(ForwardReply::Members),
+            Forwarded::ReadIndex => self.read_index().await.map(ForwardReply::ReadIndex),
+        };
+        result.unwrap_or_else(|e| ForwardReply::Failed {
+            not_leader: matches!(e, Error::NoLeader),
+            message: e.to_string(),
+        })
+    }
+
+    /// Initializes a new cluster with `members` if this member's storage is fresh.
+    pub async fn bootstrap(&self, members: &BTreeMap<NodeId, String>) -> Result<(), Error> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        self.raft
+            .initialize(nodes)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))
+    }
+}
+
+fn unexpected(reply: ForwardReply) -> Error {
+    Error::Raft(format!("unexpected reply from the leader: {reply:?}"))
+}

@@ -1,0 +1,199 @@
+//! Coordinator configuration: a TOML file, overridden by environment and flags (see
+//! main.rs), validated with errors that name the offending key.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, raft::NodeId, state::LeasePolicy};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This member's Raft id (≥ 1).
+    pub id: NodeId,
+    /// Where the gRPC services listen; also this member's address for its peers.
+    pub listen: SocketAddr,
+    /// The address peers and clients use for this member, if not `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// The initial members, id -> host:port. The lowest id initializes a fresh cluster.
+    /// Empty: this member joins an existing cluster (`rdmaq cluster add-member`).
+    #[serde(default)]
+    pub initial_members: BTreeMap<String, String>,
+    #[serde(default = "defaults::lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    #[serde(default = "defaults::node_dead_ms")]
+    pub node_dead_ms: u64,
+    #[serde(default = "defaults::heartbeat_interval_ms")]
+    pub agent_heartbeat_interval_ms: u64,
+    #[serde(default = "defaults::raft_heartbeat_ms")]
+    pub raft_heartbeat_ms: u64,
+    #[serde(default = "defaults::election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// A snapshot is taken every this many log entries; older entries are purged.
+    #[serde(default = "defaults::snapshot_every")]
+    pub snapshot_every: u64,
+    /// Prometheus `/metrics` listener (none if unset).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+mod defaults {
+    pub fn lease_ttl_ms() -> u64 {
+        10_000
+    }
+    pub fn node_dead_ms() -> u64 {
+        24 * 3600 * 1000
+    }
+    pub fn heartbeat_interval_ms() -> u64 {
+        2_000
+    }
+    pub fn raft_heartbeat_ms() -> u64 {
+        100
+    }
+    pub fn election_timeout_ms() -> u64 {
+        500
+    }
+    pub fn snapshot_every() -> u64 {
+        5_000
+    }
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Parses a TOML document; unknown keys and wrong types are errors naming the key.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .unwrap_or("<document>")
+                .to_string();
+            Error::Config {
+                key,
+                reason: e.to_string().trim().replace('\n', " "),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.id == 0 {
+            return Err(bad("id", "member ids start at 1"));
+        }
+        for (id, addr) in &self.initial_members {
+            let key = format!("initial_members.{id}");
+            id.parse::<NodeId>()
+                .ok()
+                .filter(|i| *i > 0)
+                .ok_or_else(|| bad(&key, format!("{id:?} is not a member id (≥ 1)")))?;
+            addr.parse::<SocketAddr>()
+                .map_err(|_| bad(&key, format!("{addr:?} is not host:port")))?;
+        }
+        if !self.initial_members.is_empty()
+            && !self.initial_members.contains_key(&self.id.to_string())
+        {
+            return Err(bad(
+                "initial_members",
+                format!("does not contain this member's id {}", self.id),
+            ));
+        }
+        if self.lease_ttl_ms < 500 {
+            return Err(bad(
+                "lease_ttl_ms",
+                format!("{} ms is too short (≥ 500)", self.lease_ttl_ms),
+            ));
+        }
+        if self.agent_heartbeat_interval_ms * 2 > self.lease_ttl_ms {
+            return Err(bad(
+                "agent_heartbeat_interval_ms",
+                format!(
+                    "{} ms: agents must heartbeat at least twice per lease ({} ms)",
+                    self.agent_heartbeat_interval_ms, self.lease_ttl_ms
+                ),
+            ));
+        }
+        if self.node_dead_ms < self.lease_ttl_ms {
+            return Err(bad("node_dead_ms", "must not be shorter than lease_ttl_ms"));
+        }
+        if self.raft_heartbeat_ms == 0 || self.election_timeout_ms < 2 * self.raft_heartbeat_ms {
+            return Err(bad(
+                "election_timeout_ms",
+                "must be at least twice raft_heartbeat_ms",
+            ));
+        }
+        if self.snapshot_every < 10 {
+            return Err(bad("snapshot_every", "must be at least 10 entries"));
+        }
+        Ok(())
+    }
+
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn policy(&self) -> LeasePolicy {
+        LeasePolicy {
+            lease_ttl_ms: self.lease_ttl_ms,
+            node_dead_ms: self.node_dead_ms,
+        }
+    }
+
+    pub fn initial_members(&self) -> BTreeMap<NodeId, String> {
+        self.initial_members
+            .iter()
+            .filter_map(|(id, addr)| Some((id.parse().ok()?, addr.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 1
+listen = "127.0.0.1:7001"
+data_dir = "/tmp/x"
+[initial_members]
+1 = "127.0.0.1:7001"
+2 = "127.0.0.1:7002"
+"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.initial_members().len(), 2);
+        assert_eq!(c.lease_ttl_ms, 10_000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (format!("{GOOD}\nbogus_key = 1\n"), "bogus_key"),
+            (GOOD.replace("id = 1", "id = 0"), "id"),
+            (GOOD.replace("id = 1", "id = \"one\""), "id"),
+            (
+                GOOD.replace("2 = \"127.0.0.1:7002\"", "2 = \"nowhere\""),
+                "initial_members.2",
+            ),
+            (format!("lease_ttl_ms = 10\n{GOOD}"), "lease_ttl_ms"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key:?} not named in: {err}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The coordinator library's errors, and how they reach gRPC clients.
+
+use std::path::PathBuf;
+
+use crate::state::ApplyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    #[error("no leader is known yet (election in progress or this member is cut off)")]
+    NoLeader,
+    #[error("leader {leader} at {addr} could not be reached: {detail}")]
+    ForwardFailed {
+        leader: u64,
+        addr: String,
+        detail: String,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("storage at {path}: {detail}")]
+    Storage { path: PathBuf, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: {reason}")]
+    Config { key: String, reason: String },
+}
+
+impl Error {
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
+            Error::Rejected(ApplyError::Invalid { .. }) => tonic::Status::invalid_argument(msg),
+            Error::Rejected(ApplyError::UnknownTenant(_) | ApplyError::UnknownNode(_)) => {
+                tonic::Status::not_found(msg)
+            }
+            Error::Rejected(ApplyError::Insufficient { .. }) => {
+                tonic::Status::resource_exhausted(msg)
+            }
+            Error::NoLeader | Error::ForwardFailed { .. } => tonic::Status::unavailable(msg),
+            Error::Raft(_) | Error::Storage { .. } | Error::Io { .. } | Error::Config { .. } => {
+                tonic::Status::internal(msg)
+            }
+        }
+    }
+}

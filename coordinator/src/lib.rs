@@ -1,0 +1,13 @@
+//! rdmaq-coordinator: the Raft-replicated source of truth for tenant quotas, registered
+//! nodes and per-node allotments (DESIGN.md, "Budget model").
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod config;
+mod error;
+pub mod raft;
+pub mod server;
+pub mod service;
+pub mod state;
+
+pub use error::Error;

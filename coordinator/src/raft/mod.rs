@@ -1,0 +1,28 @@
+//! openraft wiring: the type configuration, durable storage in redb, and the gRPC network
+//! between members.
+
+pub mod network;
+pub mod store;
+
+use std::io::Cursor;
+
+use crate::state::{Request, Response};
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// rdmaq's Raft types: log entries carry `Request`s, the state machine answers with
+    /// `Response`s, members are addressed by their gRPC address.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;

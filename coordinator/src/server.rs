@@ -1,0 +1,109 @@
+//! Starts a member: opens storage, starts Raft, serves the gRPC services, bootstraps a new
+//! cluster when it is the lowest initial member.
+
+use std::{sync::Arc, time::Duration};
+
+use rdmaq_proto::{
+    raft::raft_server::RaftServer,
+    v1::{admin_server::AdminServer, agent_server::AgentServer},
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    Error,
+    cluster::Cluster,
+    config::Config,
+    raft::{
+        Raft,
+        network::{MAX_RAFT_MESSAGE, Network},
+        store::{self, LogStore, StateMachineStore},
+    },
+    service::{admin::AdminService, agent::AgentService, raft::RaftService},
+};
+
+/// Largest admin/agent request; real ones are a few hundred bytes.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024 * 1024;
+
+pub struct Member {
+    pub cluster: Arc<Cluster>,
+}
+
+/// Starts the member and serves until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let db = store::open(&cfg.data_dir)?;
+    let log = LogStore::new(db.clone());
+    let sm = StateMachineStore::new(db).map_err(|e| Error::Raft(e.to_string()))?;
+    let applied = sm.shared();
+    let raft_config = openraft::Config {
+        cluster_name: "rdmaq".into(),
+        heartbeat_interval: cfg.raft_heartbeat_ms,
+        election_timeout_min: cfg.election_timeout_ms,
+        election_timeout_max: cfg.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+        max_in_snapshot_log_to_keep: cfg.snapshot_every / 10,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Config {
+        key: "raft".into(),
+        reason: e.to_string(),
+    })?;
+    let raft = Raft::new(cfg.id, Arc::new(raft_config), Network, log, sm)
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+    let cluster = Arc::new(Cluster {
+        id: cfg.id,
+        raft,
+        applied,
+        policy: cfg.policy(),
+        read_timeout: Duration::from_secs(5),
+    });
+
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| Error::Io {
+            path: cfg.listen.to_string().into(),
+            source,
+        })?;
+    tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "member serving");
+
+    let members = cfg.initial_members();
+    if members.keys().next() == Some(&cfg.id) {
+        let c = cluster.clone();
+        tokio::spawn(async move {
+            // Peers may still be starting; initialization needs them reachable only for
+            // the first election, which openraft retries.
+            if let Err(e) = c.bootstrap(&members).await {
+                tracing::error!(error = %e, "bootstrap failed");
+            }
+        });
+    }
+
+    let admin = AdminServer::new(AdminService {
+        cluster: cluster.clone(),
+    })
+    .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let agent = AgentServer::new(AgentService {
+        cluster: cluster.clone(),
+        heartbeat_interval_ms: cfg.agent_heartbeat_interval_ms,
+    })
+    .max_decoding_message_size(MAX_CLIENT_MESSAGE);
+    let raft_svc = RaftServer::new(RaftService {
+        cluster: cluster.clone(),
+    })
+    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(admin)
+        .add_service(agent)
+        .add_service(raft_svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = cluster.raft.shutdown().await;
+    served.map_err(|e| Error::Raft(format!("gRPC server: {e}")))
+}

@@ -1,0 +1,216 @@
+//! The admin service: quotas, usage, nodes, cluster status and membership.
+
+use std::sync::Arc;
+
+use rdmaq_proto::v1::{self as pb, admin_server::Admin};
+use tonic::{Request, Response, Status};
+
+use super::{LOCAL_ACTOR, convert, ok_reply, unexpected};
+use crate::{
+    Error,
+    cluster::{Cluster, MemberView},
+    state::{Command, Reply, validate},
+};
+
+pub struct AdminService {
+    pub cluster: Arc<Cluster>,
+}
+
+fn tenant_arg(tenant: &str) -> Result<(), Status> {
+    validate::name("tenant", tenant).map_err(|e| Error::Rejected(e).into())
+}
+
+fn members_to_pb(members: Vec<MemberView>) -> Vec<pb::Member> {
+    members
+        .into_iter()
+        .map(|m| pb::Member {
+            id: m.id,
+            address: m.addr,
+            voter: m.voter,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn set_quota(
+        &self,
+        req: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        let req = req.into_inner();
+        tenant_arg(&req.tenant)?;
+        let limits = req
+            .limits
+            .as_ref()
+            .ok_or_else(|| Error::invalid("limits", "missing"))?;
+        let limits = convert::limits_from_pb(limits);
+        validate::limits(&limits).map_err(Error::Rejected)?;
+        let reply = self
+            .cluster
+            .propose(
+                LOCAL_ACTOR,
+                Command::SetQuota {
+                    tenant: req.tenant,
+                    limits,
+                },
+            )
+            .await?;
+        match ok_reply(reply)? {
+            Reply::Quota { tenant, quota } => {
+                Ok(Response::new(convert::quota_to_pb(&tenant, &quota)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_quota(
+        &self,
+        req: Request<pb::TenantRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        let tenant = req.into_inner().tenant;
+        tenant_arg(&tenant)?;
+        let quota = self
+            .cluster
+            .read(|s| s.quotas.get(&tenant).cloned())
+            .await?;
+        let quota = quota
+            .ok_or_else(|| Status::not_found(format!("no quota is set for tenant {tenant:?}")))?;
+        Ok(Response::new(convert::quota_to_pb(&tenant, &quota)))
+    }
+
+    async fn list_quotas(
+        &self,
+        _req: Request<pb::ListQuotasRequest>,
+    ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        let quotas = self
+            .cluster
+            .read(|s| {
+                s.quotas
+                    .iter()
+                    .map(|(t, q)| convert::quota_to_pb(t, q))
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListQuotasResponse { quotas }))
+    }
+
+    async fn delete_quota(
+        &self,
+        req: Request<pb::TenantRequest>,
+    ) -> Result<Response<pb::DeleteQuotaResponse>, Status> {
+        let tenant = req.into_inner().tenant;
+        tenant_arg(&tenant)?;
+        let reply = self
+            .cluster
+            .propose(LOCAL_ACTOR, Command::DeleteQuota { tenant })
+            .await?;
+        ok_reply(reply)?;
+        Ok(Response::new(pb::DeleteQuotaResponse {}))
+    }
+
+    async fn usage(
+        &self,
+        req: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let tenant = req.into_inner().tenant;
+        if !tenant.is_empty() {
+            tenant_arg(&tenant)?;
+        }
+        let tenants = self
+            .cluster
+            .read(|s| {
+                if tenant.is_empty() {
+                    let names: std::collections::BTreeSet<&String> =
+                        s.quotas.keys().chain(s.allotments.keys()).collect();
+                    Ok(names
+                        .into_iter()
+                        .map(|t| convert::tenant_usage(s, t))
+                        .collect())
+                } else if s.quotas.contains_key(&tenant) || s.allotments.contains_key(&tenant) {
+                    Ok(vec![convert::tenant_usage(s, &tenant)])
+                } else {
+                    Err(Status::not_found(format!(
+                        "no quota is set for tenant {tenant:?}"
+                    )))
+                }
+            })
+            .await??;
+        Ok(Response::new(pb::UsageResponse { tenants }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self
+            .cluster
+            .read(|s| {
+                s.nodes
+                    .iter()
+                    .map(|(name, r)| pb::NodeInfo {
+                        node: name.clone(),
+                        address: r.address.clone(),
+                        registered_unix_ms: r.registered_ms,
+                        last_heartbeat_unix_ms: r.last_seen_ms,
+                        lease_expired: r.lease_expired || r.lease_expires_ms <= s.now_ms,
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let node = req.into_inner().node;
+        validate::name("node", &node).map_err(Error::Rejected)?;
+        let reply = self
+            .cluster
+            .propose(LOCAL_ACTOR, Command::RemoveNode { node })
+            .await?;
+        ok_reply(reply)?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let m = self.cluster.raft.metrics().borrow().clone();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            id: self.cluster.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: m.last_applied.map_or(0, |l| l.index),
+            members: members_to_pb(self.cluster.members()),
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = req.into_inner();
+        let members = self
+            .cluster
+            .add_member(req.id, &req.address, req.voter, LOCAL_ACTOR)
+            .await?;
+        Ok(Response::new(pb::MembershipResponse {
+            members: members_to_pb(members),
+        }))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let id = req.into_inner().id;
+        let members = self.cluster.remove_member(id, LOCAL_ACTOR).await?;
+        Ok(Response::new(pb::MembershipResponse {
+            members: members_to_pb(members),
+        }))
+    }
+}

@@ -1,0 +1,153 @@
+//! The agent service: node registration, acquire/release of allotments, heartbeats.
+
+use std::sync::Arc;
+
+use rdmaq_proto::v1::{self as pb, agent_server::Agent};
+use tonic::{Request, Response, Status};
+
+use super::{LOCAL_ACTOR, convert, ok_reply, unexpected};
+use crate::{
+    Error,
+    cluster::Cluster,
+    state::{Command, Reply, validate},
+};
+
+pub struct AgentService {
+    pub cluster: Arc<Cluster>,
+    pub heartbeat_interval_ms: u64,
+}
+
+fn names(node: &str, tenant: Option<&str>) -> Result<(), Status> {
+    validate::name("node", node).map_err(Error::Rejected)?;
+    if let Some(t) = tenant {
+        validate::name("tenant", t).map_err(Error::Rejected)?;
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = req.into_inner();
+        names(&req.node, None)?;
+        let reply = self
+            .cluster
+            .propose(
+                LOCAL_ACTOR,
+                Command::RegisterNode {
+                    node: req.node.clone(),
+                    address: req.address,
+                },
+            )
+            .await?;
+        match ok_reply(reply)? {
+            Reply::Registered { allotments, .. } => Ok(Response::new(pb::RegisterResponse {
+                node: req.node,
+                lease_ttl_ms: self.cluster.policy.lease_ttl_ms,
+                heartbeat_interval_ms: self.heartbeat_interval_ms,
+                allotments: allotments.iter().map(convert::allotment_to_pb).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn acquire(
+        &self,
+        req: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let req = req.into_inner();
+        names(&req.node, Some(&req.tenant))?;
+        let command = Command::Acquire {
+            node: req.node,
+            tenant: req.tenant,
+            want: convert::amounts_from_pb(req.want),
+            min: convert::amounts_from_pb(req.min),
+        };
+        match ok_reply(self.cluster.propose(LOCAL_ACTOR, command).await?)? {
+            Reply::Granted {
+                granted,
+                allotment,
+                quota,
+            } => Ok(Response::new(pb::AcquireResponse {
+                granted: Some(convert::amounts_to_pb(granted)),
+                quota: Some(convert::quota_to_pb(&allotment.tenant, &quota)),
+                allotment: Some(convert::allotment_to_pb(&allotment)),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let req = req.into_inner();
+        names(&req.node, Some(&req.tenant))?;
+        let command = Command::Release {
+            node: req.node,
+            tenant: req.tenant,
+            amounts: convert::amounts_from_pb(req.amounts),
+        };
+        match ok_reply(self.cluster.propose(LOCAL_ACTOR, command).await?)? {
+            Reply::Released { allotment } => Ok(Response::new(pb::ReleaseResponse {
+                allotment: Some(convert::allotment_to_pb(&allotment)),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        names(&req.node, None)?;
+        let mut used = Vec::with_capacity(req.reports.len());
+        for r in req.reports {
+            validate::name("reports.tenant", &r.tenant).map_err(Error::Rejected)?;
+            used.push((r.tenant, convert::amounts_from_pb(r.used)));
+        }
+        let command = Command::Heartbeat {
+            node: req.node,
+            used,
+        };
+        match ok_reply(self.cluster.propose(LOCAL_ACTOR, command).await?)? {
+            Reply::HeartbeatAck {
+                lease_expires_ms,
+                allotments,
+            } => {
+                let quota_versions = allotments
+                    .iter()
+                    .map(|a| pb::QuotaVersion {
+                        tenant: a.tenant.clone(),
+                        version: a.quota_version,
+                    })
+                    .collect();
+                Ok(Response::new(pb::HeartbeatResponse {
+                    lease_expires_unix_ms: lease_expires_ms,
+                    quota_versions,
+                    allotments: allotments.iter().map(convert::allotment_to_pb).collect(),
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_quota(
+        &self,
+        req: Request<pb::TenantRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        let tenant = req.into_inner().tenant;
+        validate::name("tenant", &tenant).map_err(Error::Rejected)?;
+        let quota = self
+            .cluster
+            .read(|s| s.quotas.get(&tenant).cloned())
+            .await?;
+        let quota = quota
+            .ok_or_else(|| Status::not_found(format!("no quota is set for tenant {tenant:?}")))?;
+        Ok(Response::new(convert::quota_to_pb(&tenant, &quota)))
+    }
+}

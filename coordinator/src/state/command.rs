@@ -1,0 +1,125 @@
+//! The log's payload: commands, stamped by the leader with its clock and lease policy, and
+//! the replies the state machine computes for them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    amounts::{Amounts, Dim},
+    model::{Allotment, LeasePolicy, Limits, QuotaRecord},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    SetQuota {
+        tenant: String,
+        limits: Limits,
+    },
+    DeleteQuota {
+        tenant: String,
+    },
+    RegisterNode {
+        node: String,
+        address: String,
+    },
+    RemoveNode {
+        node: String,
+    },
+    Acquire {
+        node: String,
+        tenant: String,
+        want: Amounts,
+        min: Amounts,
+    },
+    Release {
+        node: String,
+        tenant: String,
+        amounts: Amounts,
+    },
+    Heartbeat {
+        node: String,
+        /// Full report: tenants not listed have no use on the node.
+        used: Vec<(String, Amounts)>,
+    },
+    /// Records a membership change in the audit trail (the change itself is Raft's).
+    AuditMembership {
+        action: String,
+    },
+}
+
+/// A command and who asked for it (certificate subject, or "dev"/"local" without TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub actor: String,
+    pub command: Command,
+}
+
+/// One log entry's payload: commands applied in order, at one instant. Concurrent requests
+/// may share an entry (one replication round and one fsync for all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The leader's wall clock when it proposed the entry (Unix ms).
+    pub now_ms: u64,
+    pub policy: LeasePolicy,
+    pub proposals: Vec<Proposal>,
+}
+
+/// An allotment as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllotmentView {
+    pub tenant: String,
+    pub allotment: Allotment,
+    pub lease_expires_ms: u64,
+    pub quota_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("no quota is set for tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("node {0:?} is not registered")]
+    UnknownNode(String),
+    #[error(
+        "tenant {tenant:?}: only {available} of {} can be granted, {min} needed",
+        dim.name()
+    )]
+    Insufficient {
+        tenant: String,
+        dim: Dim,
+        available: u64,
+        min: u64,
+    },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Quota {
+        tenant: String,
+        quota: QuotaRecord,
+    },
+    Done,
+    Registered {
+        lease_expires_ms: u64,
+        allotments: Vec<AllotmentView>,
+    },
+    Granted {
+        granted: Amounts,
+        allotment: AllotmentView,
+        quota: QuotaRecord,
+    },
+    Released {
+        allotment: AllotmentView,
+    },
+    HeartbeatAck {
+        lease_expires_ms: u64,
+        allotments: Vec<AllotmentView>,
+    },
+    Error(ApplyError),
+}
+
+/// Replies to one entry, one per command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub replies: Vec<Reply>,
+}

@@ -1,0 +1,455 @@
+//! The replicated state machine. `apply` is deterministic: it reads time only from the
+//! entry (stamped by the leader), so every replica reaches the same state. It alone keeps
+//! the budget invariant: a grant is made only if, afterwards, the sum of the tenant's
+//! allotments over all nodes is within its global cap on every dimension.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    amounts::{Amounts, Dim},
+    command::{AllotmentView, ApplyError, Command, Reply, Request, Response},
+    model::{Allotment, AuditRecord, LeasePolicy, Limits, NodeRecord, QuotaRecord},
+    validate,
+};
+
+/// How many audit records the state keeps (the oldest are dropped).
+pub const AUDIT_KEEP: usize = 10_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub quotas: BTreeMap<String, QuotaRecord>,
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// tenant -> node -> allotment.
+    pub allotments: BTreeMap<String, BTreeMap<String, Allotment>>,
+    /// tenant -> sum of its allotments, kept in step with `allotments`.
+    pub totals: BTreeMap<String, Amounts>,
+    /// (lease expiry, node) of every node whose lease is live.
+    pub lease_index: BTreeSet<(u64, String)>,
+    pub quota_seq: u64,
+    pub audit: VecDeque<AuditRecord>,
+    /// The latest time any entry carried; reads use it to tell expired leases.
+    pub now_ms: u64,
+}
+
+impl State {
+    pub fn apply(&mut self, req: &Request) -> Response {
+        // The clock never runs backwards, even if a new leader's clock is behind.
+        self.now_ms = self.now_ms.max(req.now_ms);
+        self.expire_leases(req.policy);
+        let replies = req
+            .proposals
+            .iter()
+            .map(|p| {
+                self.apply_one(&p.command, req.policy, &p.actor)
+                    .unwrap_or_else(Reply::Error)
+            })
+            .collect();
+        Response { replies }
+    }
+
+    fn apply_one(
+        &mut self,
+        cmd: &Command,
+        policy: LeasePolicy,
+        actor: &str,
+    ) -> Result<Reply, ApplyError> {
+        match cmd {
+            Command::SetQuota { tenant, limits } => self.set_quota(tenant, limits, actor),
+            Command::DeleteQuota { tenant } => self.delete_quota(tenant, actor),
+            Command::RegisterNode { node, address } => self.register(node, address, policy),
+            Command::RemoveNode { node } => self.remove_node(node, actor),
+            Command::Acquire {
+                node,
+                tenant,
+                want,
+                min,
+            } => self.acquire(node, tenant, *want, *min, policy),
+            Command::Release {
+                node,
+                tenant,
+                amounts,
+            } => self.release(node, tenant, *amounts),
+            Command::Heartbeat { node, used } => self.heartbeat(node, used, policy),
+            Command::AuditMembership { action } => {
+                self.audit(actor, action.clone());
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn audit(&mut self, actor: &str, action: String) {
+        if self.audit.len() >= AUDIT_KEEP {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(AuditRecord {
+            at_ms: self.now_ms,
+            actor: actor.to_string(),
+            action,
+        });
+    }
+
+    // ------------------------------------------------------------------ quotas
+
+    fn set_quota(
+        &mut self,
+        tenant: &str,
+        limits: &Limits,
+        actor: &str,
+    ) -> Result<Reply, ApplyError> {
+        validate::name("tenant", tenant)?;
+        validate::limits(limits)?;
+        self.quota_seq += 1;
+        let quota = QuotaRecord {
+            limits: limits.clone(),
+            version: self.quota_seq,
+        };
+        self.quotas.insert(tenant.to_string(), quota.clone());
+        self.shrink_to_caps(tenant, limits);
+        self.audit(actor, format!("quota set {tenant} {limits:?}"));
+        Ok(Reply::Quota {
+            tenant: tenant.to_string(),
+            quota,
+        })
+    }
+
+    /// After a cap was lowered: takes back allotted budget that is not in use, so that no
+    /// further admission happens above the new cap. Budget in use is never taken: lowering a
+    /// cap destroys nothing, the tenant is over quota until its use falls.
+    fn shrink_to_caps(&mut self, tenant: &str, limits: &Limits) {
+        let Some(per_node) = self.allotments.get_mut(tenant) else {
+            return;
+        };
+        let over_global = limits
+            .global
+            .exceeded_by(self.totals.get(tenant).copied().unwrap_or_default());
+        for a in per_node.values_mut() {
+            let node_cap = limits.per_node.headroom(Amounts::ZERO);
+            let mut target = a.allotted.min(node_cap).max(a.charged());
+            if over_global {
+                target = target.min(a.charged());
+            }
+            a.allotted = target;
+        }
+        self.recompute_total(tenant);
+    }
+
+    fn delete_quota(&mut self, tenant: &str, actor: &str) -> Result<Reply, ApplyError> {
+        if self.quotas.remove(tenant).is_none() {
+            return Err(ApplyError::UnknownTenant(tenant.to_string()));
+        }
+        if let Some(per_node) = self.allotments.remove(tenant) {
+            for node in per_node.keys() {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.tenants.remove(tenant);
+                }
+            }
+        }
+        self.totals.remove(tenant);
+        self.audit(actor, format!("quota delete {tenant}"));
+        Ok(Reply::Done)
+    }
+
+    fn recompute_total(&mut self, tenant: &str) {
+        let total = self
+            .allotments
+            .get(tenant)
+            .map(|m| {
+                m.values()
+                    .fold(Amounts::ZERO, |acc, a| acc.saturating_add(a.allotted))
+            })
+            .unwrap_or_default();
+        self.totals.insert(tenant.to_string(), total);
+    }
+
+    // ------------------------------------------------------------------ nodes, leases
+
+    fn renew(&mut self, node: &str, policy: LeasePolicy) -> Result<u64, ApplyError> {
+        let now = self.now_ms;
+        let rec = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
+        self.lease_index
+            .remove(&(rec.lease_expires_ms, node.to_string()));
+        rec.last_seen_ms = now;
+        rec.lease_expires_ms = now.saturating_add(policy.lease_ttl_ms);
+        rec.lease_expired = false;
+        self.lease_index
+            .insert((rec.lease_expires_ms, node.to_string()));
+        Ok(rec.lease_expires_ms)
+    }
+
+    fn register(
+        &mut self,
+        node: &str,
+        address: &str,
+        policy: LeasePolicy,
+    ) -> Result<Reply, ApplyError> {
+        validate::name("node", node)?;
+        let now = self.now_ms;
+        let rec = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeRecord {
+                address: String::new(),
+                registered_ms: now,
+                last_seen_ms: now,
+                lease_expires_ms: now,
+                lease_expired: false,
+                tenants: BTreeSet::new(),
+            });
+        rec.address = address.to_string();
+        let lease_expires_ms = self.renew(node, policy)?;
+        Ok(Reply::Registered {
+            lease_expires_ms,
+            allotments: self.views_of(node),
+        })
+    }
+
+    fn remove_node(&mut self, node: &str, actor: &str) -> Result<Reply, ApplyError> {
+        let rec = self
+            .nodes
+            .remove(node)
+            .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
+        self.lease_index
+            .remove(&(rec.lease_expires_ms, node.to_string()));
+        self.drop_allotments(node, &rec.tenants);
+        self.audit(actor, format!("node remove {node}"));
+        Ok(Reply::Done)
+    }
+
+    fn drop_allotments(&mut self, node: &str, tenants: &BTreeSet<String>) {
+        for tenant in tenants {
+            if let Some(per_node) = self.allotments.get_mut(tenant) {
+                per_node.remove(node);
+                if per_node.is_empty() {
+                    self.allotments.remove(tenant);
+                }
+            }
+            self.recompute_total(tenant);
+        }
+    }
+
+    /// Expired leases give back what their node was not using at its last report; nodes
+    /// silent for longer than the node-dead timeout give back everything.
+    fn expire_leases(&mut self, policy: LeasePolicy) {
+        let now = self.now_ms;
+        while let Some((expires, node)) = self.lease_index.first().cloned() {
+            if expires > now {
+                break;
+            }
+            self.lease_index.pop_first();
+            let Some(rec) = self.nodes.get_mut(&node) else {
+                continue;
+            };
+            rec.lease_expired = true;
+            let tenants = rec.tenants.clone();
+            for tenant in &tenants {
+                if let Some(a) = self
+                    .allotments
+                    .get_mut(tenant)
+                    .and_then(|m| m.get_mut(&node))
+                {
+                    a.allotted = a.charged();
+                }
+                self.recompute_total(tenant);
+            }
+        }
+        let dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| {
+                r.lease_expired
+                    && !r.tenants.is_empty()
+                    && now >= r.last_seen_ms.saturating_add(policy.node_dead_ms)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in dead {
+            let tenants = std::mem::take(&mut self.nodes.get_mut(&node).expect("listed").tenants);
+            self.drop_allotments(&node, &tenants);
+        }
+    }
+
+    // ------------------------------------------------------------------ budget
+
+    fn acquire(
+        &mut self,
+        node: &str,
+        tenant: &str,
+        want: Amounts,
+        min: Amounts,
+        policy: LeasePolicy,
+    ) -> Result<Reply, ApplyError> {
+        let quota = self
+            .quotas
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| ApplyError::UnknownTenant(tenant.to_string()))?;
+        if !self.nodes.contains_key(node) {
+            return Err(ApplyError::UnknownNode(node.to_string()));
+        }
+        let current = self.allotment(tenant, node);
+        let total = self.totals.get(tenant).copied().unwrap_or_default();
+        let room = quota
+            .limits
+            .global
+            .headroom(total)
+            .min(quota.limits.per_node.headroom(current.allotted));
+        let granted = want.min(room);
+        for d in Dim::ALL {
+            if granted.get(d) < min.get(d) {
+                return Err(ApplyError::Insufficient {
+                    tenant: tenant.to_string(),
+                    dim: d,
+                    available: room.get(d),
+                    min: min.get(d),
+                });
+            }
+        }
+        let lease_expires_ms = self.renew(node, policy)?;
+        let a = self
+            .allotments
+            .entry(tenant.to_string())
+            .or_default()
+            .entry(node.to_string())
+            .or_default();
+        a.allotted = a.allotted.saturating_add(granted);
+        let allotment = *a;
+        self.totals
+            .insert(tenant.to_string(), total.saturating_add(granted));
+        self.nodes
+            .get_mut(node)
+            .expect("checked above")
+            .tenants
+            .insert(tenant.to_string());
+        Ok(Reply::Granted {
+            granted,
+            allotment: AllotmentView {
+                tenant: tenant.to_string(),
+                allotment,
+                lease_expires_ms,
+                quota_version: quota.version,
+            },
+            quota,
+        })
+    }
+
+    fn release(&mut self, node: &str, tenant: &str, amounts: Amounts) -> Result<Reply, ApplyError> {
+        let rec = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
+        let lease_expires_ms = rec.lease_expires_ms;
+        let version = self.quotas.get(tenant).map_or(0, |q| q.version);
+        let Some(a) = self
+            .allotments
+            .get_mut(tenant)
+            .and_then(|m| m.get_mut(node))
+        else {
+            return Ok(Reply::Released {
+                allotment: AllotmentView {
+                    tenant: tenant.to_string(),
+                    allotment: Allotment::default(),
+                    lease_expires_ms,
+                    quota_version: version,
+                },
+            });
+        };
+        let returned = amounts.min(a.allotted);
+        a.allotted = a.allotted.saturating_sub(returned);
+        let allotment = *a;
+        if let Some(t) = self.totals.get_mut(tenant) {
+            *t = t.saturating_sub(returned);
+        }
+        Ok(Reply::Released {
+            allotment: AllotmentView {
+                tenant: tenant.to_string(),
+                allotment,
+                lease_expires_ms,
+                quota_version: version,
+            },
+        })
+    }
+
+    fn heartbeat(
+        &mut self,
+        node: &str,
+        used: &[(String, Amounts)],
+        policy: LeasePolicy,
+    ) -> Result<Reply, ApplyError> {
+        let lease_expires_ms = self.renew(node, policy)?;
+        let reported: BTreeMap<&str, Amounts> =
+            used.iter().map(|(t, a)| (t.as_str(), *a)).collect();
+        let tenants: BTreeSet<String> = self.nodes[node]
+            .tenants
+            .iter()
+            .cloned()
+            .chain(
+                reported
+                    .keys()
+                    .filter(|t| self.quotas.contains_key(**t))
+                    .map(|t| t.to_string()),
+            )
+            .collect();
+        for tenant in &tenants {
+            let a = self
+                .allotments
+                .entry(tenant.clone())
+                .or_default()
+                .entry(node.to_string())
+                .or_default();
+            a.used = reported.get(tenant.as_str()).copied().unwrap_or_default();
+        }
+        self.nodes.get_mut(node).expect("renewed").tenants = tenants;
+        Ok(Reply::HeartbeatAck {
+            lease_expires_ms,
+            allotments: self.views_of(node),
+        })
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub fn allotment(&self, tenant: &str, node: &str) -> Allotment {
+        self.allotments
+            .get(tenant)
+            .and_then(|m| m.get(node))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn views_of(&self, node: &str) -> Vec<AllotmentView> {
+        let Some(rec) = self.nodes.get(node) else {
+            return Vec::new();
+        };
+        rec.tenants
+            .iter()
+            .map(|tenant| AllotmentView {
+                tenant: tenant.clone(),
+                allotment: self.allotment(tenant, node),
+                lease_expires_ms: rec.lease_expires_ms,
+                quota_version: self.quotas.get(tenant).map_or(0, |q| q.version),
+            })
+            .collect()
+    }
+
+    /// Sum of the use the tenant's nodes last reported.
+    pub fn used_total(&self, tenant: &str) -> Amounts {
+        self.allotments
+            .get(tenant)
+            .map(|m| {
+                m.values()
+                    .fold(Amounts::ZERO, |acc, a| acc.saturating_add(a.used))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the tenant uses more than a cap allows (after a cap was lowered).
+    pub fn over_quota(&self, tenant: &str) -> bool {
+        self.quotas
+            .get(tenant)
+            .is_some_and(|q| q.limits.global.exceeded_by(self.used_total(tenant)))
+    }
+}

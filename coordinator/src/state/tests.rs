@@ -1,0 +1,367 @@
+//! Unit and property tests of the state machine: the budget invariant, lease expiry that
+//! never reclaims used budget, releases that make budget grantable again.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const POLICY: LeasePolicy = LeasePolicy {
+    lease_ttl_ms: 1_000,
+    node_dead_ms: 10_000,
+};
+
+fn req(now_ms: u64, cmd: Command) -> Request {
+    Request {
+        now_ms,
+        policy: POLICY,
+        proposals: vec![Proposal {
+            actor: "test".into(),
+            command: cmd,
+        }],
+    }
+}
+
+fn one(state: &mut State, now_ms: u64, cmd: Command) -> Reply {
+    state.apply(&req(now_ms, cmd)).replies.remove(0)
+}
+
+fn qps(n: u64) -> Amounts {
+    Amounts {
+        qp: n,
+        ..Amounts::ZERO
+    }
+}
+
+fn cap_qp(n: u64) -> Limits {
+    Limits {
+        global: Caps {
+            qp: Some(n),
+            ..Caps::default()
+        },
+        ..Limits::default()
+    }
+}
+
+fn setup(nodes: &[&str], cap: u64) -> State {
+    let mut s = State::default();
+    one(
+        &mut s,
+        0,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits: cap_qp(cap),
+        },
+    );
+    for n in nodes {
+        one(
+            &mut s,
+            0,
+            Command::RegisterNode {
+                node: n.to_string(),
+                address: String::new(),
+            },
+        );
+    }
+    s
+}
+
+fn acquire(s: &mut State, now: u64, node: &str, want: u64, min: u64) -> Reply {
+    one(
+        s,
+        now,
+        Command::Acquire {
+            node: node.into(),
+            tenant: "t1".into(),
+            want: qps(want),
+            min: qps(min),
+        },
+    )
+}
+
+fn granted(r: &Reply) -> u64 {
+    match r {
+        Reply::Granted { granted, .. } => granted.qp,
+        Reply::Error(ApplyError::Insufficient { .. }) => 0,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn grants_stop_at_the_global_cap() {
+    let mut s = setup(&["n1", "n2", "n3"], 12);
+    let got: u64 = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| granted(&acquire(&mut s, 1, n, 8, 1)))
+        .sum();
+    assert_eq!(got, 12);
+    assert_eq!(s.totals["t1"].qp, 12);
+    assert!(matches!(
+        acquire(&mut s, 2, "n1", 1, 1),
+        Reply::Error(ApplyError::Insufficient { available: 0, .. })
+    ));
+}
+
+#[test]
+fn expiry_reclaims_only_unused_budget() {
+    let mut s = setup(&["n1", "n2"], 10);
+    assert_eq!(granted(&acquire(&mut s, 0, "n1", 10, 10)), 10);
+    one(
+        &mut s,
+        100,
+        Command::Heartbeat {
+            node: "n1".into(),
+            used: vec![("t1".into(), qps(4))],
+        },
+    );
+    // n1 goes silent; after its lease (1 s) the unused 6 become grantable, the used 4 stay.
+    assert_eq!(granted(&acquire(&mut s, 500, "n2", 10, 0)), 0);
+    assert_eq!(granted(&acquire(&mut s, 1_200, "n2", 10, 0)), 6);
+    assert_eq!(s.allotment("t1", "n1").allotted.qp, 4);
+    // Past the node-dead timeout the used part is released too (n2, alive, keeps its 6).
+    for t in (1_300..10_200).step_by(900) {
+        one(
+            &mut s,
+            t,
+            Command::Heartbeat {
+                node: "n2".into(),
+                used: vec![("t1".into(), qps(6))],
+            },
+        );
+    }
+    assert_eq!(s.allotment("t1", "n1").allotted.qp, 4, "not dead yet");
+    assert_eq!(granted(&acquire(&mut s, 10_200, "n2", 10, 0)), 4);
+    assert_eq!(s.totals["t1"].qp, 10);
+}
+
+#[test]
+fn heartbeat_renews_the_lease() {
+    let mut s = setup(&["n1", "n2"], 10);
+    acquire(&mut s, 0, "n1", 10, 10);
+    for t in [800, 1_600, 2_400] {
+        one(
+            &mut s,
+            t,
+            Command::Heartbeat {
+                node: "n1".into(),
+                used: vec![],
+            },
+        );
+    }
+    assert_eq!(granted(&acquire(&mut s, 3_000, "n2", 1, 0)), 0);
+}
+
+#[test]
+fn lowering_a_cap_destroys_nothing_and_marks_over_quota() {
+    let mut s = setup(&["n1"], 10);
+    acquire(&mut s, 0, "n1", 10, 10);
+    one(
+        &mut s,
+        1,
+        Command::Heartbeat {
+            node: "n1".into(),
+            used: vec![("t1".into(), qps(8))],
+        },
+    );
+    one(
+        &mut s,
+        2,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits: cap_qp(5),
+        },
+    );
+    assert_eq!(s.allotment("t1", "n1").allotted.qp, 8, "used budget kept");
+    assert!(s.over_quota("t1"));
+    assert_eq!(granted(&acquire(&mut s, 3, "n1", 1, 0)), 0);
+}
+
+#[test]
+fn per_node_cap_limits_one_node() {
+    let mut s = setup(&["n1", "n2"], 10);
+    let mut limits = cap_qp(10);
+    limits.per_node.qp = Some(3);
+    one(
+        &mut s,
+        0,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits,
+        },
+    );
+    assert_eq!(granted(&acquire(&mut s, 0, "n1", 8, 0)), 3);
+    assert_eq!(granted(&acquire(&mut s, 0, "n2", 8, 0)), 3);
+}
+
+#[test]
+fn bad_commands_change_nothing() {
+    let mut s = setup(&["n1"], 10);
+    let before = s.clone();
+    for cmd in [
+        Command::SetQuota {
+            tenant: String::new(),
+            limits: cap_qp(1),
+        },
+        Command::SetQuota {
+            tenant: "t2".into(),
+            limits: cap_qp(0),
+        },
+        Command::Acquire {
+            node: "ghost".into(),
+            tenant: "t1".into(),
+            want: qps(1),
+            min: qps(1),
+        },
+        Command::Acquire {
+            node: "n1".into(),
+            tenant: "nobody".into(),
+            want: qps(1),
+            min: qps(1),
+        },
+        Command::DeleteQuota {
+            tenant: "nobody".into(),
+        },
+        Command::RemoveNode {
+            node: "ghost".into(),
+        },
+    ] {
+        let reply = one(&mut s, 0, cmd.clone());
+        assert!(matches!(reply, Reply::Error(_)), "{cmd:?} -> {reply:?}");
+        assert_eq!(s, before, "{cmd:?} changed state");
+    }
+}
+
+// ---------------------------------------------------------------- property test
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const TENANTS: [&str; 2] = ["t1", "t2"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire(usize, usize, u64, u64),
+    Release(usize, usize, u64),
+    Heartbeat(usize, Vec<u64>),
+    SetQuota(usize, u64),
+    RemoveNode(usize),
+    Register(usize),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, 0..2usize, 0..8u64, 0..4u64).prop_map(|(n, t, w, m)| Op::Acquire(n, t, w, m)),
+        2 => (0..3usize, 0..2usize, 0..8u64).prop_map(|(n, t, a)| Op::Release(n, t, a)),
+        3 => (0..3usize, prop::collection::vec(0..10u64, 2)).prop_map(|(n, u)| Op::Heartbeat(n, u)),
+        1 => (0..2usize, 1..20u64).prop_map(|(t, c)| Op::SetQuota(t, c)),
+        1 => (0..3usize).prop_map(Op::RemoveNode),
+        1 => (0..3usize).prop_map(Op::Register),
+        2 => (0..3_000u64).prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn budget_invariant_holds_under_any_interleaving(ops in prop::collection::vec(op(), 1..120)) {
+        let mut s = State::default();
+        let mut now = 0;
+        for t in TENANTS {
+            one(&mut s, now, Command::SetQuota { tenant: t.into(), limits: cap_qp(10) });
+        }
+        for n in NODES {
+            one(&mut s, now, Command::RegisterNode { node: n.into(), address: String::new() });
+        }
+        for op in ops {
+            let before = s.clone();
+            let cmd = match &op {
+                Op::Acquire(n, t, w, m) => Command::Acquire {
+                    node: NODES[*n].into(), tenant: TENANTS[*t].into(), want: qps(*w), min: qps(*m) },
+                Op::Release(n, t, a) => Command::Release {
+                    node: NODES[*n].into(), tenant: TENANTS[*t].into(), amounts: qps(*a) },
+                Op::Heartbeat(n, used) => Command::Heartbeat {
+                    node: NODES[*n].into(),
+                    used: TENANTS.iter().zip(used).map(|(t, u)| (t.to_string(), qps(*u))).collect() },
+                Op::SetQuota(t, c) => Command::SetQuota { tenant: TENANTS[*t].into(), limits: cap_qp(*c) },
+                Op::RemoveNode(n) => Command::RemoveNode { node: NODES[*n].into() },
+                Op::Register(n) => Command::RegisterNode { node: NODES[*n].into(), address: String::new() },
+                Op::Advance(ms) => { now += ms; Command::AuditMembership { action: "tick".into() } }
+            };
+            let reply = one(&mut s, now, cmd);
+            check(&before, &s, &op, &reply, now)?;
+        }
+    }
+}
+
+fn check(
+    before: &State,
+    after: &State,
+    op: &Op,
+    reply: &Reply,
+    now: u64,
+) -> Result<(), TestCaseError> {
+    for t in TENANTS {
+        let cap = after.quotas[t].limits.global.qp.expect("set");
+        let total: u64 = after
+            .allotments
+            .get(t)
+            .map(|m| m.values().map(|a| a.allotted.qp).sum())
+            .unwrap_or(0);
+        prop_assert_eq!(
+            total,
+            after.totals.get(t).map_or(0, |a| a.qp),
+            "totals out of step"
+        );
+        let before_total = before.totals.get(t).map_or(0, |a| a.qp);
+        // Within the cap, or (after a cap was lowered below use) never growing.
+        prop_assert!(
+            total <= cap || total <= before_total,
+            "{t}: allotted {total} > cap {cap} and grew from {before_total} on {op:?}"
+        );
+        if let (Op::Acquire(_, rt, _, _), Reply::Granted { granted, .. }) = (op, reply)
+            && TENANTS[*rt] == t
+            && granted.qp > 0
+        {
+            prop_assert!(total <= cap, "a grant left {t} at {total} over cap {cap}");
+        }
+        for n in NODES {
+            let (b, a) = (before.allotment(t, n), after.allotment(t, n));
+            let node_gone = !after.nodes.contains_key(n)
+                || after.nodes[n]
+                    .last_seen_ms
+                    .saturating_add(POLICY.node_dead_ms)
+                    <= now;
+            let explicit = match op {
+                Op::Release(rn, rt, _) => NODES[*rn] == n && TENANTS[*rt] == t,
+                Op::SetQuota(rt, _) => TENANTS[*rt] == t,
+                _ => false,
+            };
+            // Used budget is never reclaimed early: only a release, a cap change, a node
+            // removal or the node-dead timeout take an allotment below its reported use.
+            if !node_gone && !explicit {
+                prop_assert!(
+                    a.allotted.qp >= b.charged().qp,
+                    "{t}@{n}: allotted {} fell below used {} on {op:?}",
+                    a.allotted.qp,
+                    b.charged().qp
+                );
+            }
+        }
+    }
+    // A release makes exactly the returned budget grantable again.
+    if let (Op::Release(n, t, amount), Reply::Released { .. }) = (op, reply) {
+        let held = before.allotment(TENANTS[*t], NODES[*n]);
+        let expired = before
+            .nodes
+            .get(NODES[*n])
+            .is_some_and(|r| r.lease_expires_ms <= now);
+        if !expired {
+            let returned = (*amount).min(held.allotted.qp);
+            let (tb, ta) = (
+                before.totals.get(TENANTS[*t]).map_or(0, |a| a.qp),
+                after.totals.get(TENANTS[*t]).map_or(0, |a| a.qp),
+            );
+            prop_assert_eq!(ta, tb - returned);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Checks of names and limits, shared by the gRPC layer (before anything is proposed) and
+//! `apply` (so a bad entry can never change state, whoever proposed it).
+
+use super::{command::ApplyError, model::Limits};
+
+pub const MAX_NAME_LEN: usize = 128;
+/// Counts beyond this are typos, not quotas (a large RDMA cluster holds millions of QPs).
+pub const MAX_COUNT: u64 = 1 << 32;
+/// 1 EiB of pinned memory.
+pub const MAX_BYTES: u64 = 1 << 60;
+/// Work requests per queue; devices support at most tens of thousands.
+pub const MAX_WR: u32 = 1 << 24;
+/// Creations per second per node.
+pub const MAX_RATE: u32 = 10_000_000;
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Tenant and node names: 1..=128 bytes of `[A-Za-z0-9._:/@-]`, starting alphanumeric.
+pub fn name(field: &str, value: &str) -> Result<(), ApplyError> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            field,
+            format!("{} bytes long, the limit is {MAX_NAME_LEN}", value.len()),
+        ));
+    }
+    if !value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(invalid(
+            field,
+            format!("{value:?} must start with a letter or digit"),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._:/@-".contains(*c)))
+    {
+        return Err(invalid(
+            field,
+            format!("{value:?} contains {c:?}; allowed are letters, digits and . _ : / @ -"),
+        ));
+    }
+    Ok(())
+}
+
+fn count(field: &str, v: Option<u64>, max: u64) -> Result<(), ApplyError> {
+    match v {
+        Some(0) => Err(invalid(
+            field,
+            "must be at least 1 (leave it unset for no cap)",
+        )),
+        Some(n) if n > max => Err(invalid(field, format!("{n} is above the maximum {max}"))),
+        _ => Ok(()),
+    }
+}
+
+pub fn limits(l: &Limits) -> Result<(), ApplyError> {
+    for (scope, caps) in [
+        ("", &l.global),
+        ("_per_node", &l.per_node),
+        ("_per_process", &l.per_process),
+    ] {
+        count(&format!("max_qp{scope}"), caps.qp, MAX_COUNT)?;
+        count(&format!("max_mr{scope}"), caps.mr, MAX_COUNT)?;
+        count(&format!("max_mr_bytes{scope}"), caps.mr_bytes, MAX_BYTES)?;
+    }
+    count("max_send_wr", l.max_send_wr.map(u64::from), MAX_WR.into())?;
+    count("max_recv_wr", l.max_recv_wr.map(u64::from), MAX_WR.into())?;
+    count(
+        "qp_create_per_sec",
+        l.qp_create_per_sec.map(u64::from),
+        MAX_RATE.into(),
+    )?;
+    count(
+        "mr_create_per_sec",
+        l.mr_create_per_sec.map(u64::from),
+        MAX_RATE.into(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::amounts::Caps;
+
+    #[test]
+    fn names() {
+        assert!(name("tenant", "team-a/job.1").is_ok());
+        for bad in ["", "-x", "a b", "a\u{0}", &"x".repeat(129)] {
+            let err = name("tenant", bad).unwrap_err().to_string();
+            assert!(err.contains("tenant"), "{err}");
+        }
+    }
+
+    #[test]
+    fn zero_and_absurd_values_name_the_field() {
+        let l = Limits {
+            per_node: Caps {
+                qp: Some(0),
+                ..Caps::default()
+            },
+            ..Limits::default()
+        };
+        assert!(
+            limits(&l)
+                .unwrap_err()
+                .to_string()
+                .contains("max_qp_per_node")
+        );
+        let mut l = Limits::default();
+        l.global.mr_bytes = Some(u64::MAX);
+        assert!(limits(&l).unwrap_err().to_string().contains("max_mr_bytes"));
+        let l = Limits {
+            max_send_wr: Some(u32::MAX),
+            ..Limits::default()
+        };
+        assert!(limits(&l).unwrap_err().to_string().contains("max_send_wr"));
+    }
+}
