@@ -56,3 +56,15 @@ fn main() -> anyhow::Result<()> {
     );
     anyhow::bail!("the agent service is not implemented yet (issue 5)")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EBPF_OBJECT;
+
+    #[test]
+    fn embedded_object_is_an_ebpf_elf() {
+        assert_eq!(&EBPF_OBJECT[..4], b"\x7fELF", "not an ELF file");
+        // e_machine (offset 18, little endian) is EM_BPF = 247.
+        assert_eq!(u16::from_le_bytes([EBPF_OBJECT[18], EBPF_OBJECT[19]]), 247);
+    }
+}
