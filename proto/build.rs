@@ -8,7 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(false)
         .compile_protos(&["proto/intercept.proto"], &["proto"])?;
+    // Serde on the coordinator's messages lets the CLI print them as JSON (`-o json`).
     tonic_prost_build::configure()
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .compile_protos(&["proto/coordinator.proto", "proto/raft.proto"], &["proto"])?;
     Ok(())
 }

@@ -1,15 +1,36 @@
-//! `rdmaq`: the admin command line (quotas, usage, nodes, cluster membership, exec).
+//! `rdmaq`: the admin command line of rdmaq (quotas, usage, nodes, cluster membership).
 #![forbid(unsafe_code)]
 
+mod client;
+mod cmd;
+mod output;
+mod units;
+
+use std::{process::ExitCode, time::Duration};
+
 use clap::{Parser, Subcommand};
+
+use crate::{client::Endpoints, output::Format};
 
 /// Admin command line of rdmaq, the cluster-wide RDMA resource quota system.
 #[derive(Debug, Parser)]
 #[command(name = "rdmaq", version)]
 struct Cli {
-    /// Coordinator members to talk to, comma separated; the next is tried on failure.
-    #[arg(long, env = "RDMAQ_ENDPOINTS", value_delimiter = ',', global = true)]
+    /// Coordinator members (host:port), comma separated; the next is tried on failure.
+    #[arg(
+        long,
+        env = "RDMAQ_ENDPOINTS",
+        value_delimiter = ',',
+        global = true,
+        default_value = "127.0.0.1:7100"
+    )]
     endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table", global = true)]
+    output: Format,
+    /// Give up on a member after this many seconds.
+    #[arg(long, default_value = "10", global = true)]
+    timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -17,18 +38,53 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Set, get, list or delete tenant quotas.
-    Quota,
-    /// Show use against caps, per tenant and per node.
-    Usage,
+    #[command(subcommand)]
+    Quota(cmd::quota::QuotaCmd),
+    /// Use against caps, per tenant and per node.
+    Usage {
+        /// One tenant (default: all).
+        tenant: Option<String>,
+    },
     /// List or remove agent nodes.
-    Nodes,
+    #[command(subcommand)]
+    Nodes(cmd::nodes::NodesCmd),
     /// Coordinator cluster status and membership.
-    Cluster,
-    /// Run a program under the intercept library as a tenant.
-    Exec,
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
 }
 
-fn main() -> anyhow::Result<()> {
+pub struct Ctx {
+    pub endpoints: Endpoints,
+    pub format: Format,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<String> {
+    let ctx = Ctx {
+        endpoints: Endpoints::new(cli.endpoints, Duration::from_secs(cli.timeout))?,
+        format: cli.output,
+    };
+    match cli.command {
+        Command::Quota(c) => cmd::quota::run(&ctx, c).await,
+        Command::Usage { tenant } => cmd::usage::run(&ctx, tenant).await,
+        Command::Nodes(c) => cmd::nodes::run(&ctx, c).await,
+        Command::Cluster(c) => cmd::cluster::run(&ctx, c).await,
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    anyhow::bail!("`rdmaq {:?}` is not implemented yet", cli.command)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rdmaq: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

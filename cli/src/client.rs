@@ -1,0 +1,86 @@
+//! Talking to the coordinator: tries each endpoint in turn, moving on when a member cannot
+//! be reached or has no leader, and stops at the first real answer (success or error).
+
+use std::{future::Future, time::Duration};
+
+use rdmaq_proto::v1::admin_client::AdminClient;
+use tonic::{Code, Status, transport::Channel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no coordinator endpoint given: use --endpoints or RDMAQ_ENDPOINTS")]
+    NoEndpoints,
+    #[error("invalid endpoint {endpoint:?}: {detail}")]
+    BadEndpoint { endpoint: String, detail: String },
+    #[error("no coordinator answered ({})", .tried.join("; "))]
+    Unreachable { tried: Vec<String> },
+    #[error("{}", .0.message())]
+    Status(Status),
+}
+
+pub struct Endpoints {
+    list: Vec<String>,
+    timeout: Duration,
+}
+
+impl Endpoints {
+    pub fn new(list: Vec<String>, timeout: Duration) -> Result<Self, ClientError> {
+        if list.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        Ok(Endpoints { list, timeout })
+    }
+
+    async fn channel(&self, endpoint: &str) -> Result<Channel, ClientError> {
+        let url = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let ep = Channel::from_shared(url).map_err(|e| ClientError::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok(ep
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(self.timeout)
+            .connect_lazy())
+    }
+
+    /// Runs `call` against each endpoint until one answers.
+    async fn with<C, T, F, Fut>(
+        &self,
+        make: impl Fn(Channel) -> C,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut tried = Vec::new();
+        for endpoint in &self.list {
+            let channel = self.channel(endpoint).await?;
+            match call(make(channel)).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                    ) =>
+                {
+                    tried.push(format!("{endpoint}: {}", s.message()));
+                }
+                Err(s) => return Err(ClientError::Status(s)),
+            }
+        }
+        Err(ClientError::Unreachable { tried })
+    }
+
+    pub async fn admin<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.with(AdminClient::new, call).await
+    }
+}

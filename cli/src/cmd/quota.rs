@@ -1,0 +1,220 @@
+//! `rdmaq quota set|get|list|delete`.
+
+use clap::{Args, Subcommand, ValueEnum};
+use rdmaq_proto::v1 as pb;
+
+use crate::{
+    Ctx,
+    output::{Format, Table, cap, cap_bytes, json},
+    units::{parse_rate, parse_size},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCmd {
+    /// Set a tenant's caps. Fields not given keep their current value (`--replace`: unset).
+    Set(SetArgs),
+    /// Show one tenant's caps.
+    Get { tenant: String },
+    /// List every tenant's caps.
+    List,
+    /// Remove a tenant's quota (the tenant is no longer capped).
+    Delete { tenant: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WrPolicyArg {
+    Clamp,
+    Deny,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    pub tenant: String,
+    /// Cluster-wide QPs.
+    #[arg(long)]
+    pub max_qp: Option<u64>,
+    /// Cluster-wide MRs.
+    #[arg(long)]
+    pub max_mr: Option<u64>,
+    /// Cluster-wide pinned MR bytes (e.g. 10GiB).
+    #[arg(long, value_parser = parse_size)]
+    pub max_mr_bytes: Option<u64>,
+    #[arg(long)]
+    pub max_qp_per_node: Option<u64>,
+    #[arg(long)]
+    pub max_mr_per_node: Option<u64>,
+    #[arg(long, value_parser = parse_size)]
+    pub max_mr_bytes_per_node: Option<u64>,
+    #[arg(long)]
+    pub max_qp_per_process: Option<u64>,
+    #[arg(long)]
+    pub max_mr_per_process: Option<u64>,
+    #[arg(long, value_parser = parse_size)]
+    pub max_mr_bytes_per_process: Option<u64>,
+    /// Largest max_send_wr a QP may ask for.
+    #[arg(long)]
+    pub max_send_wr: Option<u32>,
+    /// Largest max_recv_wr a QP may ask for.
+    #[arg(long)]
+    pub max_recv_wr: Option<u32>,
+    /// What happens to a QP asking for more work requests: clamp them, or deny the QP.
+    #[arg(long, value_enum)]
+    pub wr_policy: Option<WrPolicyArg>,
+    /// QP creations per second per node (e.g. 500/s).
+    #[arg(long, value_parser = parse_rate)]
+    pub qp_create_rate: Option<u32>,
+    /// MR registrations per second per node.
+    #[arg(long, value_parser = parse_rate)]
+    pub mr_create_rate: Option<u32>,
+    /// Start from no caps instead of the tenant's current ones.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+impl SetArgs {
+    fn apply_to(&self, l: &mut pb::Limits) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if self.$f.is_some() { l.$f = self.$f; } )* };
+        }
+        take!(
+            max_qp,
+            max_mr,
+            max_mr_bytes,
+            max_qp_per_node,
+            max_mr_per_node,
+            max_mr_bytes_per_node,
+            max_qp_per_process,
+            max_mr_per_process,
+            max_mr_bytes_per_process,
+            max_send_wr,
+            max_recv_wr
+        );
+        if self.qp_create_rate.is_some() {
+            l.qp_create_per_sec = self.qp_create_rate;
+        }
+        if self.mr_create_rate.is_some() {
+            l.mr_create_per_sec = self.mr_create_rate;
+        }
+        if let Some(p) = self.wr_policy {
+            l.wr_policy = match p {
+                WrPolicyArg::Clamp => pb::WrPolicy::Clamp,
+                WrPolicyArg::Deny => pb::WrPolicy::Deny,
+            } as i32;
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<String> {
+    match cmd {
+        QuotaCmd::Set(args) => {
+            let mut limits = pb::Limits::default();
+            if !args.replace {
+                let tenant = args.tenant.clone();
+                match ctx
+                    .endpoints
+                    .admin(|mut c| {
+                        let tenant = tenant.clone();
+                        async move { c.get_quota(pb::TenantRequest { tenant }).await }
+                    })
+                    .await
+                {
+                    Ok(q) => limits = q.limits.unwrap_or_default(),
+                    Err(crate::client::ClientError::Status(s))
+                        if s.code() == tonic::Code::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            args.apply_to(&mut limits);
+            let req = pb::SetQuotaRequest {
+                tenant: args.tenant.clone(),
+                limits: Some(limits),
+            };
+            let q = ctx
+                .endpoints
+                .admin(|mut c| {
+                    let req = req.clone();
+                    async move { c.set_quota(req).await }
+                })
+                .await?;
+            Ok(render(ctx.format, &[q]))
+        }
+        QuotaCmd::Get { tenant } => {
+            let q = ctx
+                .endpoints
+                .admin(|mut c| {
+                    let tenant = tenant.clone();
+                    async move { c.get_quota(pb::TenantRequest { tenant }).await }
+                })
+                .await?;
+            Ok(render(ctx.format, &[q]))
+        }
+        QuotaCmd::List => {
+            let r = ctx
+                .endpoints
+                .admin(|mut c| async move { c.list_quotas(pb::ListQuotasRequest {}).await })
+                .await?;
+            Ok(render(ctx.format, &r.quotas))
+        }
+        QuotaCmd::Delete { tenant } => {
+            ctx.endpoints
+                .admin(|mut c| {
+                    let tenant = tenant.clone();
+                    async move { c.delete_quota(pb::TenantRequest { tenant }).await }
+                })
+                .await?;
+            Ok(match ctx.format {
+                Format::Json => json(&serde_json::json!({ "deleted": tenant })),
+                Format::Table => format!("quota of {tenant} deleted"),
+            })
+        }
+    }
+}
+
+fn render(format: Format, quotas: &[pb::Quota]) -> String {
+    if format == Format::Json {
+        return if quotas.len() == 1 {
+            json(&quotas[0])
+        } else {
+            json(&quotas)
+        };
+    }
+    let mut t = Table::new(&[
+        "TENANT",
+        "QP",
+        "MR",
+        "MR-BYTES",
+        "QP/NODE",
+        "MR/NODE",
+        "BYTES/NODE",
+        "QP/PROC",
+        "MR/PROC",
+        "BYTES/PROC",
+        "SEND-WR",
+        "RECV-WR",
+        "QP/S",
+        "MR/S",
+        "VERSION",
+    ]);
+    for q in quotas {
+        let l = q.limits.unwrap_or_default();
+        let small = |v: Option<u32>| cap(v.map(u64::from));
+        t.row(vec![
+            q.tenant.clone(),
+            cap(l.max_qp),
+            cap(l.max_mr),
+            cap_bytes(l.max_mr_bytes),
+            cap(l.max_qp_per_node),
+            cap(l.max_mr_per_node),
+            cap_bytes(l.max_mr_bytes_per_node),
+            cap(l.max_qp_per_process),
+            cap(l.max_mr_per_process),
+            cap_bytes(l.max_mr_bytes_per_process),
+            small(l.max_send_wr),
+            small(l.max_recv_wr),
+            small(l.qp_create_per_sec),
+            small(l.mr_create_per_sec),
+            q.version.to_string(),
+        ]);
+    }
+    t.render()
+}
