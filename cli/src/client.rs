@@ -18,6 +18,9 @@ pub enum ClientError {
     Status(Status),
 }
 
+/// Pause between rounds over the endpoints.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 pub struct Endpoints {
     list: Vec<String>,
     timeout: Duration,
@@ -47,7 +50,8 @@ impl Endpoints {
             .connect_lazy())
     }
 
-    /// Runs `call` against each endpoint until one answers.
+    /// Runs `call` against each endpoint until one answers. When none can (an election in
+    /// progress, members restarting) it goes round again until the timeout has passed.
     async fn with<C, T, F, Fut>(
         &self,
         make: impl Fn(Channel) -> C,
@@ -57,23 +61,29 @@ impl Endpoints {
         F: Fn(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let mut tried = Vec::new();
-        for endpoint in &self.list {
-            let channel = self.channel(endpoint).await?;
-            match call(make(channel)).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
-                    ) =>
-                {
-                    tried.push(format!("{endpoint}: {}", s.message()));
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let mut tried = Vec::new();
+            for endpoint in &self.list {
+                let channel = self.channel(endpoint).await?;
+                match call(make(channel)).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                        ) =>
+                    {
+                        tried.push(format!("{endpoint}: {}", s.message()));
+                    }
+                    Err(s) => return Err(ClientError::Status(s)),
                 }
-                Err(s) => return Err(ClientError::Status(s)),
             }
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(ClientError::Unreachable { tried });
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Err(ClientError::Unreachable { tried })
     }
 
     pub async fn admin<T, F, Fut>(&self, call: F) -> Result<T, ClientError>

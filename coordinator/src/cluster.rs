@@ -61,8 +61,9 @@ pub struct Cluster {
     pub raft: Raft,
     pub applied: SharedState,
     pub policy: LeasePolicy,
-    /// How long a follower waits for its state to catch up with the leader's read index.
-    pub read_timeout: Duration,
+    /// How long a write or a read may wait for a quorum before it fails as unavailable
+    /// (so a member cut off from the others refuses instead of hanging).
+    pub quorum_timeout: Duration,
 }
 
 pub fn now_ms() -> u64 {
@@ -91,7 +92,10 @@ impl Cluster {
             policy: self.policy,
             proposals,
         };
-        match self.raft.client_write(request.clone()).await {
+        match self
+            .with_quorum("write", self.raft.client_write(request.clone()))
+            .await?
+        {
             Ok(resp) => Ok(resp.data.replies),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 match self
@@ -108,7 +112,10 @@ impl Cluster {
 
     /// Runs `f` on state that reflects every write committed before this call.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
-        match self.raft.ensure_linearizable().await {
+        match self
+            .with_quorum("read", self.raft.ensure_linearizable())
+            .await?
+        {
             Ok(_) => {}
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
                 let index = match self.forward(&fwd, Forwarded::ReadIndex).await? {
@@ -116,7 +123,7 @@ impl Cluster {
                     other => return Err(unexpected(other)),
                 };
                 self.raft
-                    .wait(Some(self.read_timeout))
+                    .wait(Some(self.quorum_timeout))
                     .applied_index_at_least(Some(index), "linearizable read")
                     .await
                     .map_err(|e| Error::Raft(format!("catching up to the leader: {e}")))?;
@@ -130,10 +137,16 @@ impl Cluster {
     /// The leader's side of a follower's read: its applied index once leadership is
     /// confirmed.
     pub async fn read_index(&self) -> Result<u64, Error> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| Error::Raft(e.to_string()))?;
+        match self
+            .with_quorum("read index", self.raft.ensure_linearizable())
+            .await?
+        {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                return Err(Error::NoLeader);
+            }
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
         let applied = self.applied.read().expect("state lock");
         Ok(applied.last_applied.map_or(0, |l| l.index))
     }
@@ -346,6 +359,21 @@ impl Cluster {
             .initialize(nodes)
             .await
             .map_err(|e| Error::Raft(e.to_string()))
+    }
+}
+
+impl Cluster {
+    async fn with_quorum<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(self.quorum_timeout, fut)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: what.to_string(),
+                ms: self.quorum_timeout.as_millis() as u64,
+            })
     }
 }
 

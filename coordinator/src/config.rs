@@ -35,6 +35,9 @@ pub struct Config {
     /// A snapshot is taken every this many log entries; older entries are purged.
     #[serde(default = "defaults::snapshot_every")]
     pub snapshot_every: u64,
+    /// How long a write or linearizable read waits for a quorum before failing.
+    #[serde(default = "defaults::quorum_timeout_ms")]
+    pub quorum_timeout_ms: u64,
     /// Prometheus `/metrics` listener (none if unset).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -55,6 +58,9 @@ mod defaults {
     }
     pub fn election_timeout_ms() -> u64 {
         500
+    }
+    pub fn quorum_timeout_ms() -> u64 {
+        5_000
     }
     pub fn snapshot_every() -> u64 {
         5_000

@@ -18,6 +18,8 @@ pub enum Error {
         addr: String,
         detail: String,
     },
+    #[error("{what} did not complete within {ms} ms (no quorum reachable?)")]
+    Timeout { what: String, ms: u64 },
     #[error("raft: {0}")]
     Raft(String),
     #[error("storage at {path}: {detail}")]
@@ -52,7 +54,9 @@ impl From<Error> for tonic::Status {
             Error::Rejected(ApplyError::Insufficient { .. }) => {
                 tonic::Status::resource_exhausted(msg)
             }
-            Error::NoLeader | Error::ForwardFailed { .. } => tonic::Status::unavailable(msg),
+            Error::NoLeader | Error::ForwardFailed { .. } | Error::Timeout { .. } => {
+                tonic::Status::unavailable(msg)
+            }
             Error::Raft(_) | Error::Storage { .. } | Error::Io { .. } | Error::Config { .. } => {
                 tonic::Status::internal(msg)
             }

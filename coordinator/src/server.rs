@@ -59,7 +59,7 @@ pub async fn run(
         raft,
         applied,
         policy: cfg.policy(),
-        read_timeout: Duration::from_secs(5),
+        quorum_timeout: Duration::from_millis(cfg.quorum_timeout_ms),
     });
 
     let listener = TcpListener::bind(cfg.listen)

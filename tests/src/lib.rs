@@ -1,7 +1,10 @@
 //! Test support for rdmaq: the soft-RoCE lab (real RDMA nodes in qemu VMs on a bridge inside
-//! a network namespace) and its guest agent's protocol.
+//! a network namespace) and its guest agent's protocol, and clusters of real coordinator
+//! processes on loopback.
 #![forbid(unsafe_code)]
 
+pub mod bins;
+pub mod coordinator;
 pub mod lab;
 pub mod wire;
 

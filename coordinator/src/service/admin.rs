@@ -186,6 +186,8 @@ impl Admin for AdminService {
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: m.last_applied.map_or(0, |l| l.index),
             members: members_to_pb(self.cluster.members()),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
         }))
     }
 

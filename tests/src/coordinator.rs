@@ -1,0 +1,229 @@
+//! A coordinator cluster of real `rdmaq-coordinator` processes on loopback, for
+//! multi-process tests: start, kill, pause (SIGSTOP, as if cut off) and restart members,
+//! and run the `rdmaq` CLI against them. Dropping it kills every member and removes their
+//! data.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal, unistd::Pid};
+
+use crate::bins::bin;
+
+pub struct Member {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct CoordinatorCluster {
+    pub dir: PathBuf,
+    pub members: Vec<Member>,
+    extra: Vec<String>,
+    initial: String,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
+    l.local_addr().expect("its address")
+}
+
+impl CoordinatorCluster {
+    /// Starts `n` members (ids 1..=n) forming one new cluster; `extra` flags go to each.
+    pub fn start(n: u64, extra: &[&str]) -> CoordinatorCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "rdmaq-coord-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("creating the cluster's directory");
+        let members: Vec<Member> = (1..=n)
+            .map(|id| Member {
+                id,
+                addr: free_port(),
+                data_dir: dir.join(format!("m{id}")),
+                log: dir.join(format!("m{id}.log")),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = CoordinatorCluster {
+            dir,
+            members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            initial,
+        };
+        for id in 1..=n {
+            cluster.start_member(id);
+        }
+        cluster.wait_leader(Duration::from_secs(20));
+        cluster
+    }
+
+    fn member(&mut self, id: u64) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    /// (Re)starts member `id` with its existing data.
+    pub fn start_member(&mut self, id: u64) {
+        let (extra, initial) = (self.extra.clone(), self.initial.clone());
+        let m = self.member(id);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("member log");
+        let child = Command::new(bin("rdmaq-coordinator"))
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(m.addr.to_string())
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg("--initial-members")
+            .arg(&initial)
+            .args(&extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting rdmaq-coordinator");
+        m.child = Some(child);
+    }
+
+    /// Kills member `id` with SIGKILL.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.member(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&mut self, id: u64, sig: signal::Signal) {
+        if let Some(c) = &self.member(id).child {
+            let _ = signal::kill(Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Freezes member `id` (SIGSTOP): to the others it is as if cut off the network.
+    pub fn pause(&mut self, id: u64) {
+        self.signal(id, signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, signal::Signal::SIGCONT);
+    }
+
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .expect("member")
+            .addr
+    }
+
+    /// Every member's address, comma separated (for `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs `rdmaq --endpoints ENDPOINTS ARGS...`.
+    pub fn cli_at(&self, endpoints: &str, args: &[&str]) -> Output {
+        Command::new(bin("rdmaq"))
+            .arg("--endpoints")
+            .arg(endpoints)
+            .args(args)
+            .output()
+            .expect("running rdmaq")
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_at(&self.endpoints(), args)
+    }
+
+    /// Like `cli`, but fails the test, showing the output, unless it exits 0.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "rdmaq {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The cluster status member `id` reports, parsed from `-o json`.
+    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let out = self.cli_at(
+            &self.addr(id).to_string(),
+            &["cluster", "status", "-o", "json", "--timeout", "2"],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Waits until a live member reports itself the leader, and returns its id.
+    pub fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                if self.status(m.id).and_then(|s| s["leader_id"].as_u64()) == Some(m.id) {
+                    return m.id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {timeout:?}; logs in {}",
+                self.dir.display()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The tail of member `id`'s log, for failure messages.
+    pub fn log_tail(&self, id: u64) -> String {
+        let m = self.members.iter().find(|m| m.id == id).expect("member");
+        let text = fs::read_to_string(&m.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for CoordinatorCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        for id in ids {
+            self.resume(id);
+            self.kill(id);
+        }
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! A real 3-member coordinator cluster on loopback (separate processes): bootstrap, quotas
+//! through the CLI, leader failover, full restart, an isolated member, snapshot catch-up,
+//! bad input, and the budget invariant under concurrent agents.
+
+use std::time::{Duration, Instant};
+
+use rdmaq_lab::coordinator::CoordinatorCluster;
+use rdmaq_proto::v1::{self as pb, admin_client::AdminClient, agent_client::AgentClient};
+use tonic::transport::Channel;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn agent(addr: std::net::SocketAddr) -> AgentClient<Channel> {
+    AgentClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .timeout(Duration::from_secs(10))
+            .connect_lazy(),
+    )
+}
+
+async fn admin(addr: std::net::SocketAddr) -> AdminClient<Channel> {
+    AdminClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .timeout(Duration::from_secs(10))
+            .connect_lazy(),
+    )
+}
+
+fn qps(n: u64) -> Option<pb::Amounts> {
+    Some(pb::Amounts {
+        qp: n,
+        ..Default::default()
+    })
+}
+
+fn max_qp(json: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v["limits"]["max_qp"].as_u64().unwrap()
+}
+
+#[test]
+fn quota_set_with_the_cli_reads_back_from_every_member() {
+    let c = CoordinatorCluster::start(3, &[]);
+    c.cli_ok(&[
+        "quota",
+        "set",
+        "t1",
+        "--max-qp",
+        "12",
+        "--max-mr-bytes",
+        "10GiB",
+    ]);
+    for m in &c.members {
+        let out = c.cli_at(&m.addr.to_string(), &["quota", "get", "t1", "-o", "json"]);
+        assert!(out.status.success(), "member {}: {out:?}", m.id);
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(max_qp(&json), 12, "member {}", m.id);
+        assert!(json.contains(&(10u64 << 30).to_string()), "{json}");
+    }
+    let table = c.cli_ok(&["quota", "list"]);
+    assert!(table.contains("t1") && table.contains("10GiB"), "{table}");
+}
+
+#[test]
+fn leader_killed_a_new_one_serves_writes_and_the_old_one_catches_up() {
+    let mut c = CoordinatorCluster::start(3, &[]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
+    let old = c.wait_leader(Duration::from_secs(10));
+    c.kill(old);
+    let started = Instant::now();
+    // The CLI tries the members in turn; writes succeed once a new leader is elected.
+    let mut out = c.cli(&["quota", "set", "t1", "--max-qp", "11"]);
+    while !out.status.success() && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+        out = c.cli(&["quota", "set", "t1", "--max-qp", "11"]);
+    }
+    assert!(
+        out.status.success(),
+        "no write after the leader died: {out:?}"
+    );
+    let new = c.wait_leader(Duration::from_secs(10));
+    assert_ne!(new, old);
+    eprintln!(
+        "first write {:?} after killing leader {old}",
+        started.elapsed()
+    );
+
+    c.start_member(old);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.cli_at(
+            &c.addr(old).to_string(),
+            &["quota", "get", "t1", "-o", "json"],
+        );
+        if out.status.success() && max_qp(&String::from_utf8_lossy(&out.stdout)) == 11 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old leader did not catch up:\n{}",
+            c.log_tail(old)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn quotas_and_allotments_survive_a_full_restart() {
+    let mut c = CoordinatorCluster::start(3, &[]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
+    let addr = c.addr(1);
+    rt().block_on(async {
+        let mut a = agent(addr).await;
+        a.register(pb::RegisterRequest {
+            node: "n1".into(),
+            address: String::new(),
+        })
+        .await
+        .unwrap();
+        let r = a
+            .acquire(pb::AcquireRequest {
+                node: "n1".into(),
+                tenant: "t1".into(),
+                want: qps(7),
+                min: qps(7),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.granted.unwrap().qp, 7);
+    });
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.start_member(id);
+    }
+    c.wait_leader(Duration::from_secs(20));
+    assert_eq!(max_qp(&c.cli_ok(&["quota", "get", "t1", "-o", "json"])), 10);
+    let usage: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["usage", "t1", "-o", "json"])).unwrap();
+    assert_eq!(usage["tenants"][0]["allotted"]["qp"], 7, "{usage}");
+    assert_eq!(usage["tenants"][0]["nodes"][0]["node"], "n1", "{usage}");
+}
+
+#[test]
+fn a_member_cut_off_from_the_others_refuses_grants() {
+    let mut c = CoordinatorCluster::start(3, &["--lease-ttl-ms", "60000"]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    // Isolate the leader itself: the hardest case, it still believes it leads for a while.
+    let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    for &o in &others {
+        c.pause(o);
+    }
+    let addr = c.addr(leader);
+    let err = rt().block_on(async {
+        let mut a = agent(addr).await;
+        let _ = a
+            .register(pb::RegisterRequest {
+                node: "n1".into(),
+                address: String::new(),
+            })
+            .await;
+        a.acquire(pb::AcquireRequest {
+            node: "n1".into(),
+            tenant: "t1".into(),
+            want: qps(5),
+            min: qps(1),
+        })
+        .await
+        .expect_err("an isolated member granted budget")
+    });
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    for &o in &others {
+        c.resume(o);
+    }
+    c.wait_leader(Duration::from_secs(20));
+    // The majority never granted anything to n1.
+    let usage: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["usage", "t1", "-o", "json"])).unwrap();
+    let allotted = usage["tenants"][0]["allotted"]["qp"].as_u64().unwrap_or(0);
+    assert!(allotted <= 5, "{usage}");
+}
+
+#[test]
+fn a_member_that_missed_thousands_of_entries_catches_up_from_a_snapshot() {
+    let mut c = CoordinatorCluster::start(3, &["--snapshot-every", "200"]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "1000000"]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let lagging = (1..=3).find(|i| *i != leader).unwrap();
+    c.kill(lagging);
+    let addr = c.addr(leader);
+    let writes = 3000u64;
+    rt().block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..16u64 {
+            tasks.push(tokio::spawn(async move {
+                let mut a = agent(addr).await;
+                let node = format!("n{w}");
+                a.register(pb::RegisterRequest {
+                    node: node.clone(),
+                    address: String::new(),
+                })
+                .await
+                .unwrap();
+                for _ in 0..writes / 16 {
+                    a.acquire(pb::AcquireRequest {
+                        node: node.clone(),
+                        tenant: "t1".into(),
+                        want: qps(1),
+                        min: qps(1),
+                    })
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let leader_status = c.status(leader).unwrap();
+    assert!(
+        leader_status["purged_index"].as_u64().unwrap() > 1000,
+        "{leader_status}"
+    );
+    c.start_member(lagging);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let target = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+        if let Some(s) = c.status(lagging) {
+            if s["commit_index"].as_u64().unwrap() >= target {
+                assert!(
+                    s["snapshot_index"].as_u64().unwrap() > 1000,
+                    "no snapshot installed: {s}"
+                );
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {lagging} did not catch up:\n{}",
+            c.log_tail(lagging)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let usage: serde_json::Value = serde_json::from_slice(
+        &c.cli_at(&c.addr(lagging).to_string(), &["usage", "t1", "-o", "json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        usage["tenants"][0]["allotted"]["qp"].as_u64(),
+        Some(writes - writes % 16)
+    );
+}
+
+#[test]
+fn bad_admin_input_names_the_field_and_changes_nothing() {
+    let c = CoordinatorCluster::start(3, &[]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
+    let before = c.cli_ok(&["quota", "list", "-o", "json"]);
+    let long = "x".repeat(200);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["quota", "set", "", "--max-qp", "1"], "tenant"),
+        (vec!["quota", "set", &long, "--max-qp", "1"], "tenant"),
+        (vec!["quota", "set", "bad name", "--max-qp", "1"], "tenant"),
+        (vec!["quota", "set", "t1", "--max-qp", "0"], "max_qp"),
+        (vec!["quota", "set", "t1", "--max-qp", "-1"], "-1"),
+        (
+            vec!["quota", "set", "t1", "--max-qp", "99999999999999"],
+            "max_qp",
+        ),
+        (vec!["quota", "set", "t1", "--max-mr-bytes", "10XiB"], "XiB"),
+        (
+            vec!["quota", "set", "t1", "--max-send-wr", "4294967295"],
+            "max_send_wr",
+        ),
+        (vec!["quota", "set", "t1", "--qp-create-rate", "5/h"], "5/h"),
+        (vec!["quota", "set", "t1", "--bogus", "1"], "--bogus"),
+        (vec!["quota", "get", "nobody"], "nobody"),
+        (vec!["quota", "delete", "nobody"], "nobody"),
+        (vec!["usage", "nobody"], "nobody"),
+        (vec!["nodes", "remove", "ghost"], "ghost"),
+        (vec!["cluster", "remove-member", "42"], "42"),
+        (vec!["cluster", "add-member", "0", "127.0.0.1:1"], "id"),
+        (vec!["cluster", "add-member", "9", "nowhere"], "address"),
+    ];
+    for (args, needle) in cases {
+        let out = c.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert_eq!(c.cli_ok(&["quota", "list", "-o", "json"]), before);
+    // Every member is still up.
+    for m in &c.members {
+        assert!(c.status(m.id).is_some(), "member {} died", m.id);
+    }
+}
+
+/// Many agents acquire, release and heartbeat concurrently through different members while
+/// an admin moves the cap; after every operation the budget invariant must hold as seen
+/// through a linearizable read: allotted ≤ max(cap, used).
+#[test]
+fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
+    let c = CoordinatorCluster::start(3, &["--lease-ttl-ms", "4000"]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "20"]);
+    let addrs: Vec<_> = c.members.iter().map(|m| m.addr).collect();
+    let violations = rt().block_on(async move {
+        let mut tasks = Vec::new();
+        for w in 0..6usize {
+            let addr = addrs[w % addrs.len()];
+            tasks.push(tokio::spawn(async move {
+                let mut a = agent(addr).await;
+                let mut adm = admin(addr).await;
+                let node = format!("n{w}");
+                a.register(pb::RegisterRequest { node: node.clone(), address: String::new() })
+                    .await
+                    .unwrap();
+                let mut held = 0u64;
+                let mut violations = Vec::new();
+                let mut seed = w as u64 * 7919 + 1;
+                for step in 0..60 {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    match (seed >> 33) % 5 {
+                        0 | 1 => {
+                            let want = 1 + (seed >> 40) % 6;
+                            if let Ok(r) = a
+                                .acquire(pb::AcquireRequest { node: node.clone(), tenant: "t1".into(), want: qps(want), min: qps(1) })
+                                .await
+                            {
+                                held = r.into_inner().allotment.unwrap().allotted.unwrap().qp;
+                            }
+                        }
+                        2 => {
+                            let n = held.min(1 + (seed >> 40) % 4);
+                            if let Ok(r) = a
+                                .release(pb::ReleaseRequest { node: node.clone(), tenant: "t1".into(), amounts: qps(n) })
+                                .await
+                            {
+                                held = r.into_inner().allotment.unwrap().allotted.unwrap().qp;
+                            }
+                        }
+                        3 => {
+                            let used = held.min((seed >> 40) % 5);
+                            let _ = a
+                                .heartbeat(pb::HeartbeatRequest {
+                                    node: node.clone(),
+                                    reports: vec![pb::TenantReport { tenant: "t1".into(), used: qps(used) }],
+                                })
+                                .await;
+                        }
+                        _ if w == 0 => {
+                            let cap = 5 + (seed >> 40) % 20;
+                            let _ = adm
+                                .set_quota(pb::SetQuotaRequest {
+                                    tenant: "t1".into(),
+                                    limits: Some(pb::Limits { max_qp: Some(cap), ..Default::default() }),
+                                })
+                                .await;
+                        }
+                        _ => {}
+                    }
+                    let u = adm.usage(pb::UsageRequest { tenant: "t1".into() }).await.unwrap().into_inner();
+                    let t = &u.tenants[0];
+                    let cap = t.limits.unwrap().max_qp.unwrap();
+                    let (allotted, used) = (t.allotted.unwrap().qp, t.used.unwrap().qp);
+                    let sum: u64 = t.nodes.iter().map(|n| n.allotted.unwrap().qp).sum();
+                    if sum != allotted || allotted > cap.max(used) {
+                        violations.push(format!("step {step} of {node}: allotted {allotted} (nodes {sum}), cap {cap}, used {used}"));
+                    }
+                }
+                violations
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    assert!(violations.is_empty(), "{violations:#?}");
+
+    // A release makes budget grantable to another node at once.
+    let addr = c.addr(1);
+    rt().block_on(async {
+        let mut adm = admin(addr).await;
+        adm.set_quota(pb::SetQuotaRequest {
+            tenant: "t2".into(),
+            limits: Some(pb::Limits {
+                max_qp: Some(4),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+        let mut a = agent(addr).await;
+        let grant = |node: &str, n: u64| pb::AcquireRequest {
+            node: node.into(),
+            tenant: "t2".into(),
+            want: qps(n),
+            min: qps(n),
+        };
+        a.acquire(grant("n0", 4)).await.unwrap();
+        assert!(a.acquire(grant("n1", 1)).await.is_err(), "cap 4 exceeded");
+        a.release(pb::ReleaseRequest {
+            node: "n0".into(),
+            tenant: "t2".into(),
+            amounts: qps(3),
+        })
+        .await
+        .unwrap();
+        let r = a.acquire(grant("n1", 3)).await.unwrap().into_inner();
+        assert_eq!(r.granted.unwrap().qp, 3);
+    });
+}
