@@ -237,14 +237,14 @@ fn a_member_that_missed_thousands_of_entries_catches_up_from_a_snapshot() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let target = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
-        if let Some(s) = c.status(lagging) {
-            if s["commit_index"].as_u64().unwrap() >= target {
-                assert!(
-                    s["snapshot_index"].as_u64().unwrap() > 1000,
-                    "no snapshot installed: {s}"
-                );
-                break;
-            }
+        if let Some(s) = c.status(lagging)
+            && s["commit_index"].as_u64().unwrap() >= target
+        {
+            assert!(
+                s["snapshot_index"].as_u64().unwrap() > 1000,
+                "no snapshot installed: {s}"
+            );
+            break;
         }
         assert!(
             Instant::now() < deadline,
