@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod config;
 mod error;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod service;

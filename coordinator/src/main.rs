@@ -47,6 +47,9 @@ struct Args {
     /// A snapshot every this many log entries.
     #[arg(long, env = "RDMAQ_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
+    /// Prometheus /metrics listener.
+    #[arg(long, env = "RDMAQ_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
@@ -86,6 +89,9 @@ fn config(args: &Args) -> Result<Config, Error> {
     }
     if let Some(d) = &args.data_dir {
         set("data_dir", toml::Value::String(d.display().to_string()));
+    }
+    if let Some(m) = args.metrics_listen {
+        set("metrics_listen", toml::Value::String(m.to_string()));
     }
     if let Some(v) = args.lease_ttl_ms {
         set("lease_ttl_ms", toml::Value::Integer(v as i64));

@@ -70,6 +70,15 @@ pub async fn run(
         })?;
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "member serving");
 
+    if let Some(addr) = cfg.metrics_listen {
+        let c = cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, c).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+
     let members = cfg.initial_members();
     if members.keys().next() == Some(&cfg.id) {
         let c = cluster.clone();

@@ -425,3 +425,58 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
         assert_eq!(r.granted.unwrap().qp, 3);
     });
 }
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn metrics_show_grants_denials_and_tenant_caps() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = CoordinatorCluster::start(1, &["--metrics-listen", &metrics.to_string()]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "3"]);
+    let addr = c.addr(1);
+    rt().block_on(async {
+        let mut a = agent(addr).await;
+        a.register(pb::RegisterRequest {
+            node: "n1".into(),
+            address: String::new(),
+        })
+        .await
+        .unwrap();
+        let grant = pb::AcquireRequest {
+            node: "n1".into(),
+            tenant: "t1".into(),
+            want: qps(3),
+            min: qps(3),
+        };
+        a.acquire(grant.clone()).await.unwrap();
+        assert_eq!(
+            a.acquire(grant).await.unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
+    });
+    let body = http_get(metrics, "/metrics");
+    for line in [
+        "rdmaq_grants_total 1",
+        "rdmaq_denials_total 1",
+        "rdmaq_granted_total{dim=\"qp\"} 3",
+        "rdmaq_tenant_cap{tenant=\"t1\",dim=\"qp\"} 3",
+        "rdmaq_tenant_allotted{tenant=\"t1\",dim=\"qp\"} 3",
+        "rdmaq_raft_is_leader 1",
+    ] {
+        assert!(body.contains(line), "{line:?} missing from:\n{body}");
+    }
+}

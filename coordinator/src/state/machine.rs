@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     amounts::{Amounts, Dim},
     command::{AllotmentView, ApplyError, Command, Reply, Request, Response},
-    model::{Allotment, AuditRecord, LeasePolicy, Limits, NodeRecord, QuotaRecord},
+    model::{Allotment, AuditRecord, Counters, LeasePolicy, Limits, NodeRecord, QuotaRecord},
     validate,
 };
 
@@ -31,6 +31,7 @@ pub struct State {
     pub audit: VecDeque<AuditRecord>,
     /// The latest time any entry carried; reads use it to tell expired leases.
     pub now_ms: u64,
+    pub counters: Counters,
 }
 
 impl State {
@@ -252,6 +253,11 @@ impl State {
                     .get_mut(tenant)
                     .and_then(|m| m.get_mut(&node))
                 {
+                    let taken = a.allotted.saturating_sub(a.charged());
+                    if !taken.is_zero() {
+                        self.counters.reclaims += 1;
+                        self.counters.reclaimed = self.counters.reclaimed.saturating_add(taken);
+                    }
                     a.allotted = a.charged();
                 }
                 self.recompute_total(tenant);
@@ -301,6 +307,7 @@ impl State {
         let granted = want.min(room);
         for d in Dim::ALL {
             if granted.get(d) < min.get(d) {
+                self.counters.denials += 1;
                 return Err(ApplyError::Insufficient {
                     tenant: tenant.to_string(),
                     dim: d,
@@ -318,6 +325,8 @@ impl State {
             .or_default();
         a.allotted = a.allotted.saturating_add(granted);
         let allotment = *a;
+        self.counters.grants += 1;
+        self.counters.granted = self.counters.granted.saturating_add(granted);
         self.totals
             .insert(tenant.to_string(), total.saturating_add(granted));
         self.nodes
@@ -361,6 +370,8 @@ impl State {
         let returned = amounts.min(a.allotted);
         a.allotted = a.allotted.saturating_sub(returned);
         let allotment = *a;
+        self.counters.releases += 1;
+        self.counters.released = self.counters.released.saturating_add(returned);
         if let Some(t) = self.totals.get_mut(tenant) {
             *t = t.saturating_sub(returned);
         }

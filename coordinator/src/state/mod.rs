@@ -13,4 +13,6 @@ mod tests;
 pub use amounts::{Amounts, Caps, Dim};
 pub use command::{AllotmentView, ApplyError, Command, Proposal, Reply, Request, Response};
 pub use machine::State;
-pub use model::{Allotment, AuditRecord, LeasePolicy, Limits, NodeRecord, QuotaRecord, WrPolicy};
+pub use model::{
+    Allotment, AuditRecord, Counters, LeasePolicy, Limits, NodeRecord, QuotaRecord, WrPolicy,
+};

@@ -90,3 +90,19 @@ impl Default for LeasePolicy {
         }
     }
 }
+
+/// Cumulative counts of what `apply` did, identical on every member (they are part of the
+/// replicated state), exported as Prometheus counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Acquire requests that were granted, and the amounts granted.
+    pub grants: u64,
+    pub granted: Amounts,
+    /// Acquire requests refused for lack of budget.
+    pub denials: u64,
+    pub releases: u64,
+    pub released: Amounts,
+    /// Expired leases whose unused budget was taken back, and the amounts.
+    pub reclaims: u64,
+    pub reclaimed: Amounts,
+}

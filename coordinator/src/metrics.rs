@@ -1,0 +1,208 @@
+//! Prometheus `/metrics`: the replicated counters (grants, denials, releases, reclaims),
+//! per-tenant cap / allotted / used, and this member's Raft view (term, indexes, leader).
+//! Everything is read at scrape time, so nothing is counted twice or goes stale.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{
+    Error,
+    cluster::Cluster,
+    state::{Amounts, Dim},
+};
+
+struct CoordinatorCollector {
+    cluster: Arc<Cluster>,
+}
+
+impl std::fmt::Debug for CoordinatorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CoordinatorCollector")
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// A counter per held-resource dimension, labelled `dim`.
+fn per_dim_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    a: Amounts,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for d in Dim::ALL {
+        let labels = [("dim", d.name())];
+        ConstCounter::new(a.get(d)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for CoordinatorCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = self.cluster.raft.metrics().borrow().clone();
+        gauge(
+            &mut enc,
+            "rdmaq_raft_term",
+            "Current Raft term",
+            m.current_term as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "rdmaq_raft_last_log_index",
+            "Last log index",
+            m.last_log_index.unwrap_or(0) as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "rdmaq_raft_applied_index",
+            "Last applied (committed) log index",
+            m.last_applied.map_or(0, |l| l.index) as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "rdmaq_raft_leader_id",
+            "Leader's member id (0: none known)",
+            m.current_leader.unwrap_or(0) as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "rdmaq_raft_is_leader",
+            "1 if this member is the leader",
+            i64::from(m.current_leader == Some(self.cluster.id)),
+        )?;
+
+        let applied = self.cluster.applied.read().expect("state lock");
+        let s = &applied.state;
+        let c = s.counters;
+        counter(
+            &mut enc,
+            "rdmaq_grants",
+            "Acquire requests granted",
+            c.grants,
+        )?;
+        per_dim_counter(&mut enc, "rdmaq_granted", "Budget granted", c.granted)?;
+        counter(
+            &mut enc,
+            "rdmaq_denials",
+            "Acquire requests refused for lack of budget",
+            c.denials,
+        )?;
+        counter(&mut enc, "rdmaq_releases", "Release requests", c.releases)?;
+        per_dim_counter(
+            &mut enc,
+            "rdmaq_released",
+            "Budget released by agents",
+            c.released,
+        )?;
+        counter(
+            &mut enc,
+            "rdmaq_reclaims",
+            "Unused budget taken back from expired leases",
+            c.reclaims,
+        )?;
+        per_dim_counter(
+            &mut enc,
+            "rdmaq_reclaimed",
+            "Budget reclaimed from expired leases",
+            c.reclaimed,
+        )?;
+        gauge(
+            &mut enc,
+            "rdmaq_nodes",
+            "Registered agent nodes",
+            s.nodes.len() as i64,
+        )?;
+
+        for (name, help) in [
+            ("rdmaq_tenant_cap", "Tenant's global cap (absent: no cap)"),
+            (
+                "rdmaq_tenant_allotted",
+                "Budget allotted to nodes, summed over nodes",
+            ),
+            (
+                "rdmaq_tenant_used",
+                "Use last reported by nodes, summed over nodes",
+            ),
+        ] {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (tenant, quota) in &s.quotas {
+                let values = match name {
+                    "rdmaq_tenant_cap" => None,
+                    "rdmaq_tenant_allotted" => {
+                        Some(s.totals.get(tenant).copied().unwrap_or_default())
+                    }
+                    _ => Some(s.used_total(tenant)),
+                };
+                for d in Dim::ALL {
+                    let v = match values {
+                        Some(a) => a.get(d),
+                        None => match quota.limits.global.get(d) {
+                            Some(cap) => cap,
+                            None => continue,
+                        },
+                    };
+                    let labels = [("tenant", tenant.as_str()), ("dim", d.name())];
+                    ConstGauge::new(v as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves `/metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, cluster: Arc<Cluster>) -> Result<(), Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(CoordinatorCollector { cluster }));
+    let registry = Arc::new(registry);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Io {
+            path: addr.to_string().into(),
+            source,
+        })?;
+    tracing::info!(%addr, "metrics serving on /metrics");
+    axum::serve(listener, app)
+        .await
+        .map_err(|source| Error::Io {
+            path: addr.to_string().into(),
+            source,
+        })
+}
