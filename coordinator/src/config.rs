@@ -54,10 +54,10 @@ mod defaults {
         2_000
     }
     pub fn raft_heartbeat_ms() -> u64 {
-        100
+        50
     }
     pub fn election_timeout_ms() -> u64 {
-        500
+        300
     }
     pub fn quorum_timeout_ms() -> u64 {
         5_000
@@ -183,6 +183,14 @@ data_dir = "/tmp/x"
         let c = Config::from_toml(GOOD).unwrap();
         assert_eq!(c.initial_members().len(), 2);
         assert_eq!(c.lease_ttl_ms, 10_000);
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_sets_every_key() {
+        let text = include_str!("../../deploy/coordinator.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.initial_members().len(), 3);
+        assert!(c.metrics_listen.is_some());
     }
 
     #[test]
