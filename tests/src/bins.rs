@@ -3,6 +3,20 @@
 
 use std::path::PathBuf;
 
+/// The build directory holding the workspace's binaries (`target/<profile>/`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RDMAQ_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let deps = exe.parent().expect("the test's directory");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
 /// Path of workspace binary `name`; panics with the fix if it was not built.
 pub fn bin(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("RDMAQ_BIN_DIR") {

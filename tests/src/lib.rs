@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod coordinator;
 pub mod lab;
+pub mod programs;
 pub mod wire;
 
 pub use lab::{CmdOutput, Kernel, Lab, LabError, LabSpec, Node, Pending};

@@ -1,0 +1,205 @@
+//! The library's settings, read once from the environment: the original design's
+//! `RDMA_INTERCEPT_*` variables with their original defaults, plus `RDMAQ_*` additions.
+
+use std::path::PathBuf;
+
+use crate::ffi;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrPolicy {
+    Clamp,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentFailure {
+    /// Fall back to the standalone limits.
+    Open,
+    /// Refuse with EAGAIN.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `RDMA_INTERCEPT_ENABLE` (default 1): 0 makes the library a pure pass-through.
+    pub enabled: bool,
+    /// `RDMA_INTERCEPT_ENABLE_QP_CONTROL` (default 0): enforce the QP caps.
+    pub qp_control: bool,
+    /// `RDMA_INTERCEPT_MAX_QP_PER_PROCESS` (default 100).
+    pub max_qp_per_process: u64,
+    /// `RDMA_INTERCEPT_MAX_GLOBAL_QP` (default 1000): QPs of all processes on the host.
+    pub max_global_qp: u64,
+    /// `RDMA_INTERCEPT_MAX_MR_PER_PROCESS` (default 1000).
+    pub max_mr_per_process: u64,
+    /// `RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS` in MiB (default 10240).
+    pub max_bytes_per_process: u64,
+    /// `RDMA_INTERCEPT_LOG_LEVEL` (default INFO).
+    pub log_level: Level,
+    /// `RDMA_INTERCEPT_LOG_FILE_PATH` (default /tmp/rdma_intercept.log).
+    pub log_path: PathBuf,
+    /// `RDMAQ_MAX_SEND_WR` / `RDMAQ_MAX_RECV_WR`: work-request depth caps per QP.
+    pub max_send_wr: Option<u32>,
+    pub max_recv_wr: Option<u32>,
+    /// `RDMAQ_WR_POLICY` = clamp (default) | deny.
+    pub wr_policy: WrPolicy,
+    /// `RDMAQ_ALLOWED_QP_TYPES`, e.g. `RC,UD` (default: all).
+    pub allowed_qp_types: Option<Vec<u32>>,
+    /// `RDMAQ_QP_CREATE_RATE` / `RDMAQ_MR_CREATE_RATE`: creations per second.
+    pub qp_create_rate: Option<u32>,
+    pub mr_create_rate: Option<u32>,
+    /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp): the host-wide QP table.
+    pub host_state: PathBuf,
+    /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
+    pub agent_socket: PathBuf,
+    /// `RDMAQ_AGENT_FAILURE` = open (default) | closed.
+    pub agent_failure: AgentFailure,
+    /// `RDMAQ_TENANT`: the launcher's tenant (`rdmaq exec --tenant`), if the agent allows it.
+    pub launcher_tenant: String,
+    /// `RDMAQ_AGENT_TIMEOUT_MS` (default 500): per round trip to the agent.
+    pub agent_timeout_ms: u64,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn flag(name: &str, default: bool) -> bool {
+    match var(name).as_deref() {
+        Some("0" | "false" | "no" | "off") => false,
+        Some(_) => true,
+        None => default,
+    }
+}
+
+/// A number, or the default when unset or unparsable (a typo must not break the program;
+/// it is logged at startup by `problems`).
+fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    var(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn opt_num<T: std::str::FromStr>(name: &str) -> Option<T> {
+    var(name).and_then(|v| v.parse().ok())
+}
+
+pub fn parse_qp_type(s: &str) -> Option<u32> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "RC" => Some(ffi::IBV_QPT_RC),
+        "UC" => Some(ffi::IBV_QPT_UC),
+        "UD" => Some(ffi::IBV_QPT_UD),
+        "RAW" | "RAW_PACKET" => Some(ffi::IBV_QPT_RAW_PACKET),
+        "XRC_SEND" | "XRC_INI" => Some(ffi::IBV_QPT_XRC_SEND),
+        "XRC_RECV" | "XRC_TGT" => Some(ffi::IBV_QPT_XRC_RECV),
+        "XRC" => None,
+        _ => None,
+    }
+}
+
+fn qp_types(s: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in s.split(',') {
+        if t.trim().eq_ignore_ascii_case("XRC") {
+            out.extend([ffi::IBV_QPT_XRC_SEND, ffi::IBV_QPT_XRC_RECV]);
+        } else if let Some(q) = parse_qp_type(t) {
+            out.push(q);
+        }
+    }
+    out
+}
+
+impl Config {
+    pub fn from_env() -> Config {
+        Config {
+            enabled: flag("RDMA_INTERCEPT_ENABLE", true),
+            qp_control: flag("RDMA_INTERCEPT_ENABLE_QP_CONTROL", false),
+            max_qp_per_process: num("RDMA_INTERCEPT_MAX_QP_PER_PROCESS", 100),
+            max_global_qp: num("RDMA_INTERCEPT_MAX_GLOBAL_QP", 1000),
+            max_mr_per_process: num("RDMA_INTERCEPT_MAX_MR_PER_PROCESS", 1000),
+            max_bytes_per_process: num::<u64>("RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS", 10240)
+                .saturating_mul(1 << 20),
+            log_level: match var("RDMA_INTERCEPT_LOG_LEVEL")
+                .unwrap_or_default()
+                .to_ascii_uppercase()
+                .as_str()
+            {
+                "DEBUG" | "TRACE" => Level::Debug,
+                "WARN" | "WARNING" => Level::Warn,
+                "ERROR" => Level::Error,
+                _ => Level::Info,
+            },
+            log_path: var("RDMA_INTERCEPT_LOG_FILE_PATH")
+                .unwrap_or_else(|| "/tmp/rdma_intercept.log".into())
+                .into(),
+            max_send_wr: opt_num("RDMAQ_MAX_SEND_WR"),
+            max_recv_wr: opt_num("RDMAQ_MAX_RECV_WR"),
+            wr_policy: match var("RDMAQ_WR_POLICY").as_deref() {
+                Some("deny") => WrPolicy::Deny,
+                _ => WrPolicy::Clamp,
+            },
+            allowed_qp_types: var("RDMAQ_ALLOWED_QP_TYPES").map(|s| qp_types(&s)),
+            qp_create_rate: opt_num("RDMAQ_QP_CREATE_RATE"),
+            mr_create_rate: opt_num("RDMAQ_MR_CREATE_RATE"),
+            host_state: var("RDMAQ_HOST_STATE")
+                .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp".into())
+                .into(),
+            agent_socket: var("RDMAQ_AGENT_SOCKET")
+                .unwrap_or_else(|| "/run/rdmaq/agent.sock".into())
+                .into(),
+            agent_failure: match var("RDMAQ_AGENT_FAILURE").as_deref() {
+                Some("closed") => AgentFailure::Closed,
+                _ => AgentFailure::Open,
+            },
+            launcher_tenant: var("RDMAQ_TENANT").unwrap_or_default(),
+            agent_timeout_ms: num("RDMAQ_AGENT_TIMEOUT_MS", 500),
+        }
+    }
+
+    /// Variables that are set but could not be understood (logged once at first use).
+    pub fn problems() -> Vec<String> {
+        let numeric = [
+            "RDMA_INTERCEPT_MAX_QP_PER_PROCESS",
+            "RDMA_INTERCEPT_MAX_GLOBAL_QP",
+            "RDMA_INTERCEPT_MAX_MR_PER_PROCESS",
+            "RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS",
+            "RDMAQ_MAX_SEND_WR",
+            "RDMAQ_MAX_RECV_WR",
+            "RDMAQ_QP_CREATE_RATE",
+            "RDMAQ_MR_CREATE_RATE",
+            "RDMAQ_AGENT_TIMEOUT_MS",
+        ];
+        numeric
+            .iter()
+            .filter_map(|n| {
+                let v = var(n)?;
+                v.parse::<u64>()
+                    .is_err()
+                    .then(|| format!("{n}={v:?} is not a number; using the default"))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qp_type_lists() {
+        assert_eq!(qp_types("RC, ud"), vec![ffi::IBV_QPT_RC, ffi::IBV_QPT_UD]);
+        assert_eq!(
+            qp_types("XRC"),
+            vec![ffi::IBV_QPT_XRC_SEND, ffi::IBV_QPT_XRC_RECV]
+        );
+        assert!(qp_types("bogus").is_empty());
+    }
+}
