@@ -84,6 +84,9 @@ pub(crate) fn admit_and_create_qp(
             false => p.commit_qp(qp as usize, source),
         })
     });
+    if !qp.is_null() {
+        log_at!(config(), Debug, "qp admitted ({source:?})");
+    }
     set_errno(saved);
     qp
 }
@@ -108,6 +111,9 @@ fn admit_and_register_mr(bytes: u64, register: impl FnOnce() -> *mut c_void) -> 
             false => p.commit_mr(mr as usize, source, bytes),
         })
     });
+    if !mr.is_null() {
+        log_at!(config(), Debug, "mr of {bytes} bytes admitted ({source:?})");
+    }
     set_errno(saved);
     mr
 }

@@ -187,3 +187,106 @@ fn host_wide_cap_holds_across_processes_and_sigkill_returns_budget() {
         h.kill();
     }
 }
+
+#[test]
+fn threads_and_fork() {
+    let lab = start();
+    let n = lab.node(1);
+    let cap3 = "RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=3";
+    // 16 threads x 200 create/destroy cycles (alternating ibv_create_qp and _ex) under a cap.
+    let out = parse(&check(n, cap3, "threads 16 200"));
+    let max: u32 = field(&out, "max_live").parse().unwrap();
+    assert!((1..=3).contains(&max), "held {max} at once under a cap of 3: {out:?}");
+    assert!(field(&out, "after_lib_counts").starts_with("qps=0 "), "{out:?}");
+    let failures: u32 = field(&out, "failures").parse().unwrap();
+    assert!(failures < 16 * 200, "every creation failed: {out:?}");
+
+    // fork: the child starts with its own, empty ledger; the parent's is unchanged.
+    let cap4 = "RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=4";
+    let out = check(n, cap4, "fork");
+    let lines: Vec<&str> = out.lines().collect();
+    let get = |key: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
+            .to_string()
+    };
+    assert!(get("parent_before_lib_counts").contains("qps=2 "), "{out}");
+    assert!(get("child_start_lib_counts").contains("qps=0 "), "{out}");
+    assert!(get("child_held_lib_counts").contains("qps=4 "), "{out}");
+    assert!(get("parent_after_lib_counts").contains("qps=2 "), "{out}");
+}
+
+/// Runs `server` in the background and `client` against it, both through `prefix`; returns
+/// (client exit code, server exit code, client output, server output).
+fn pair(n: &Node, prefix: &str, server: &str, client: &str) -> (Option<i32>, Option<i32>, String, String) {
+    let srv = n.spawn_with_timeout(&format!("{prefix} {server}"), std::time::Duration::from_secs(90));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let cli = n.run(&format!("{prefix} {client}")).unwrap();
+    if !cli.success() {
+        srv.kill();
+    }
+    let srv = srv.wait().unwrap();
+    (cli.code, srv.code, cli.stdout + &cli.stderr, srv.stdout + &srv.stderr)
+}
+
+/// Numbers in lines that report completed work ("iters", "bytes" rows, ping counts).
+fn completed(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains(" iters in ") || l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && !l.contains("usec") || l.contains("ping data:"))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn real_programs_behave_the_same_under_the_library() {
+    let lab = start();
+    let n = lab.node(1);
+    let a = n.addr();
+    let with = format!(
+        "env LD_PRELOAD={} RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_LOG_LEVEL=DEBUG RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/transparency.log",
+        lib()
+    );
+    let cases: Vec<(&str, String, String)> = vec![
+        ("ibv_rc_pingpong", "ibv_rc_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_rc_pingpong -d rxe0 -g 1 -n 50 {a}")),
+        ("ibv_ud_pingpong", "ibv_ud_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_ud_pingpong -d rxe0 -g 1 -n 50 {a}")),
+        ("ibv_srq_pingpong", "ibv_srq_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_srq_pingpong -d rxe0 -g 1 -n 50 {a}")),
+        ("ibv_xsrq_pingpong", "ibv_xsrq_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_xsrq_pingpong -d rxe0 -g 1 -n 50 {a}")),
+        ("ib_write_bw", "ib_write_bw -d rxe0 -x 1 -n 200".into(), format!("ib_write_bw -d rxe0 -x 1 -n 200 {a}")),
+        ("ib_send_lat", "ib_send_lat -d rxe0 -x 1 -n 200".into(), format!("ib_send_lat -d rxe0 -x 1 -n 200 {a}")),
+        ("rping", format!("rping -s -a {a} -C 10 -v"), format!("rping -c -a {a} -C 10 -v")),
+    ];
+    for (name, server, client) in &cases {
+        let plain = pair(n, "env", server, client);
+        let under = pair(n, &with, server, client);
+        assert_eq!(
+            (plain.0, plain.1),
+            (under.0, under.1),
+            "{name}: exit codes differ without/with the library\n--- without\n{}\n{}\n--- with\n{}\n{}",
+            plain.2, plain.3, under.2, under.3
+        );
+        assert_eq!(
+            completed(&plain.2).len(),
+            completed(&under.2).len(),
+            "{name}: completed work differs\n--- without\n{}\n--- with\n{}",
+            plain.2, under.2
+        );
+        eprintln!("{name}: exit {:?}/{:?} with and without the library", under.0, under.1);
+    }
+    // Python's pyverbs loads libibverbs privately through an extension module.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../intercept/tests/py/pyverbs_check.py");
+    let py = |prefix: &str| n.run_ok(&format!("{prefix} /usr/bin/python3 {} 3", script.display())).unwrap_or_else(|e| panic!("{e}")).stdout;
+    assert_eq!(py("env"), py(&with));
+    let capped = n
+        .run_ok(&format!("{with} RDMA_INTERCEPT_MAX_QP_PER_PROCESS=2 /usr/bin/python3 {} 3", script.display()))
+        .unwrap()
+        .stdout;
+    assert!(capped.contains("refused 122") && capped.contains("pyverbs qps 2"), "pyverbs not capped:\n{capped}");
+
+    // The library admitted what these programs created (not just passed them through).
+    let log = n.run_ok("cat /tmp/transparency.log").unwrap().stdout;
+    for what in ["qp admitted", "mr of"] {
+        assert!(log.contains(what), "no {what:?} in the library's log:\n{log}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The struct offsets in `src/ffi.rs` must match the system's `verbs.h`: a C program
+//! compiled against it prints them, and this test compares.
+
+use std::process::Command;
+
+use rdmaq_intercept::ffi;
+
+#[test]
+fn offsets_match_the_system_verbs_h() {
+    let dir = std::env::temp_dir().join(format!("rdmaq-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("offsets.c");
+    std::fs::write(
+        &src,
+        r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <infiniband/verbs.h>
+int main(void) {
+    size_t c = offsetof(struct verbs_context, context);
+    printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
+        offsetof(struct ibv_context, abi_compat), sizeof(struct ibv_context),
+        c - offsetof(struct verbs_context, sz),
+        c - offsetof(struct verbs_context, create_qp_ex),
+        c - offsetof(struct verbs_context, create_cq_ex),
+        offsetof(struct ibv_qp_init_attr, cap), offsetof(struct ibv_qp_init_attr, qp_type),
+        offsetof(struct ibv_qp_init_attr_ex, cap), offsetof(struct ibv_qp_init_attr_ex, qp_type),
+        offsetof(struct ibv_qp_init_attr_ex, comp_mask), offsetof(struct ibv_qp_init_attr_ex, pd),
+        offsetof(struct ibv_mr, length), (size_t)IBV_QP_INIT_ATTR_PD);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("offsets");
+    let status = Command::new("cc").arg("-o").arg(&exe).arg(&src).status().expect("cc");
+    assert!(status.success(), "compiling against verbs.h failed (libibverbs-dev missing?)");
+    let out = Command::new(&exe).output().unwrap();
+    let c: Vec<usize> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let rust = [
+        ffi::CONTEXT_ABI_COMPAT_OFFSET,
+        ffi::CONTEXT_SIZE,
+        ffi::VCTX_SZ_BEFORE_CONTEXT,
+        ffi::VCTX_CREATE_QP_EX_BEFORE_CONTEXT,
+        ffi::VCTX_CREATE_CQ_EX_BEFORE_CONTEXT,
+        std::mem::offset_of!(ffi::IbvQpInitAttr, cap),
+        std::mem::offset_of!(ffi::IbvQpInitAttr, qp_type),
+        std::mem::offset_of!(ffi::IbvQpInitAttrEx, cap),
+        std::mem::offset_of!(ffi::IbvQpInitAttrEx, qp_type),
+        std::mem::offset_of!(ffi::IbvQpInitAttrEx, comp_mask),
+        std::mem::offset_of!(ffi::IbvQpInitAttrEx, pd),
+        std::mem::offset_of!(ffi::IbvMr, length),
+        ffi::IBV_QP_INIT_ATTR_PD as usize,
+    ];
+    assert_eq!(c, rust, "C (left) and src/ffi.rs (right) disagree");
+    let _ = std::fs::remove_dir_all(dir);
+}
