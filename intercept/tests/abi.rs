@@ -33,8 +33,16 @@ int main(void) {
     )
     .unwrap();
     let exe = dir.join("offsets");
-    let status = Command::new("cc").arg("-o").arg(&exe).arg(&src).status().expect("cc");
-    assert!(status.success(), "compiling against verbs.h failed (libibverbs-dev missing?)");
+    let status = Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(
+        status.success(),
+        "compiling against verbs.h failed (libibverbs-dev missing?)"
+    );
     let out = Command::new(&exe).output().unwrap();
     let c: Vec<usize> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()

@@ -196,8 +196,14 @@ fn threads_and_fork() {
     // 16 threads x 200 create/destroy cycles (alternating ibv_create_qp and _ex) under a cap.
     let out = parse(&check(n, cap3, "threads 16 200"));
     let max: u32 = field(&out, "max_live").parse().unwrap();
-    assert!((1..=3).contains(&max), "held {max} at once under a cap of 3: {out:?}");
-    assert!(field(&out, "after_lib_counts").starts_with("qps=0 "), "{out:?}");
+    assert!(
+        (1..=3).contains(&max),
+        "held {max} at once under a cap of 3: {out:?}"
+    );
+    assert!(
+        field(&out, "after_lib_counts").starts_with("qps=0 "),
+        "{out:?}"
+    );
     let failures: u32 = field(&out, "failures").parse().unwrap();
     assert!(failures < 16 * 200, "every creation failed: {out:?}");
 
@@ -220,21 +226,38 @@ fn threads_and_fork() {
 
 /// Runs `server` in the background and `client` against it, both through `prefix`; returns
 /// (client exit code, server exit code, client output, server output).
-fn pair(n: &Node, prefix: &str, server: &str, client: &str) -> (Option<i32>, Option<i32>, String, String) {
-    let srv = n.spawn_with_timeout(&format!("{prefix} {server}"), std::time::Duration::from_secs(90));
+fn pair(
+    n: &Node,
+    prefix: &str,
+    server: &str,
+    client: &str,
+) -> (Option<i32>, Option<i32>, String, String) {
+    let srv = n.spawn_with_timeout(
+        &format!("{prefix} {server}"),
+        std::time::Duration::from_secs(90),
+    );
     std::thread::sleep(std::time::Duration::from_secs(2));
     let cli = n.run(&format!("{prefix} {client}")).unwrap();
     if !cli.success() {
         srv.kill();
     }
     let srv = srv.wait().unwrap();
-    (cli.code, srv.code, cli.stdout + &cli.stderr, srv.stdout + &srv.stderr)
+    (
+        cli.code,
+        srv.code,
+        cli.stdout + &cli.stderr,
+        srv.stdout + &srv.stderr,
+    )
 }
 
 /// Numbers in lines that report completed work ("iters", "bytes" rows, ping counts).
 fn completed(out: &str) -> Vec<String> {
     out.lines()
-        .filter(|l| l.contains(" iters in ") || l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && !l.contains("usec") || l.contains("ping data:"))
+        .filter(|l| {
+            l.contains(" iters in ")
+                || l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && !l.contains("usec")
+                || l.contains("ping data:")
+        })
         .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         .collect()
 }
@@ -249,13 +272,41 @@ fn real_programs_behave_the_same_under_the_library() {
         lib()
     );
     let cases: Vec<(&str, String, String)> = vec![
-        ("ibv_rc_pingpong", "ibv_rc_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_rc_pingpong -d rxe0 -g 1 -n 50 {a}")),
-        ("ibv_ud_pingpong", "ibv_ud_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_ud_pingpong -d rxe0 -g 1 -n 50 {a}")),
-        ("ibv_srq_pingpong", "ibv_srq_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_srq_pingpong -d rxe0 -g 1 -n 50 {a}")),
-        ("ibv_xsrq_pingpong", "ibv_xsrq_pingpong -d rxe0 -g 1 -n 50".into(), format!("ibv_xsrq_pingpong -d rxe0 -g 1 -n 50 {a}")),
-        ("ib_write_bw", "ib_write_bw -d rxe0 -x 1 -n 200".into(), format!("ib_write_bw -d rxe0 -x 1 -n 200 {a}")),
-        ("ib_send_lat", "ib_send_lat -d rxe0 -x 1 -n 200".into(), format!("ib_send_lat -d rxe0 -x 1 -n 200 {a}")),
-        ("rping", format!("rping -s -a {a} -C 10 -v"), format!("rping -c -a {a} -C 10 -v")),
+        (
+            "ibv_rc_pingpong",
+            "ibv_rc_pingpong -d rxe0 -g 1 -n 50".into(),
+            format!("ibv_rc_pingpong -d rxe0 -g 1 -n 50 {a}"),
+        ),
+        (
+            "ibv_ud_pingpong",
+            "ibv_ud_pingpong -d rxe0 -g 1 -n 50".into(),
+            format!("ibv_ud_pingpong -d rxe0 -g 1 -n 50 {a}"),
+        ),
+        (
+            "ibv_srq_pingpong",
+            "ibv_srq_pingpong -d rxe0 -g 1 -n 50".into(),
+            format!("ibv_srq_pingpong -d rxe0 -g 1 -n 50 {a}"),
+        ),
+        (
+            "ibv_xsrq_pingpong",
+            "ibv_xsrq_pingpong -d rxe0 -g 1 -n 50".into(),
+            format!("ibv_xsrq_pingpong -d rxe0 -g 1 -n 50 {a}"),
+        ),
+        (
+            "ib_write_bw",
+            "ib_write_bw -d rxe0 -x 1 -n 200".into(),
+            format!("ib_write_bw -d rxe0 -x 1 -n 200 {a}"),
+        ),
+        (
+            "ib_send_lat",
+            "ib_send_lat -d rxe0 -x 1 -n 200".into(),
+            format!("ib_send_lat -d rxe0 -x 1 -n 200 {a}"),
+        ),
+        (
+            "rping",
+            format!("rping -s -a {a} -C 10 -v"),
+            format!("rping -c -a {a} -C 10 -v"),
+        ),
     ];
     for (name, server, client) in &cases {
         let plain = pair(n, "env", server, client);
@@ -264,29 +315,135 @@ fn real_programs_behave_the_same_under_the_library() {
             (plain.0, plain.1),
             (under.0, under.1),
             "{name}: exit codes differ without/with the library\n--- without\n{}\n{}\n--- with\n{}\n{}",
-            plain.2, plain.3, under.2, under.3
+            plain.2,
+            plain.3,
+            under.2,
+            under.3
         );
         assert_eq!(
             completed(&plain.2).len(),
             completed(&under.2).len(),
             "{name}: completed work differs\n--- without\n{}\n--- with\n{}",
-            plain.2, under.2
+            plain.2,
+            under.2
         );
-        eprintln!("{name}: exit {:?}/{:?} with and without the library", under.0, under.1);
+        eprintln!(
+            "{name}: exit {:?}/{:?} with and without the library",
+            under.0, under.1
+        );
     }
     // Python's pyverbs loads libibverbs privately through an extension module.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../intercept/tests/py/pyverbs_check.py");
-    let py = |prefix: &str| n.run_ok(&format!("{prefix} /usr/bin/python3 {} 3", script.display())).unwrap_or_else(|e| panic!("{e}")).stdout;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../intercept/tests/py/pyverbs_check.py");
+    let py = |prefix: &str| {
+        n.run_ok(&format!("{prefix} /usr/bin/python3 {} 3", script.display()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stdout
+    };
     assert_eq!(py("env"), py(&with));
     let capped = n
-        .run_ok(&format!("{with} RDMA_INTERCEPT_MAX_QP_PER_PROCESS=2 /usr/bin/python3 {} 3", script.display()))
+        .run_ok(&format!(
+            "{with} RDMA_INTERCEPT_MAX_QP_PER_PROCESS=2 /usr/bin/python3 {} 3",
+            script.display()
+        ))
         .unwrap()
         .stdout;
-    assert!(capped.contains("refused 122") && capped.contains("pyverbs qps 2"), "pyverbs not capped:\n{capped}");
+    assert!(
+        capped.contains("refused 122") && capped.contains("pyverbs qps 2"),
+        "pyverbs not capped:\n{capped}"
+    );
 
     // The library admitted what these programs created (not just passed them through).
     let log = n.run_ok("cat /tmp/transparency.log").unwrap().stdout;
     for what in ["qp admitted", "mr of"] {
-        assert!(log.contains(what), "no {what:?} in the library's log:\n{log}");
+        assert!(
+            log.contains(what),
+            "no {what:?} in the library's log:\n{log}"
+        );
     }
+}
+
+#[test]
+fn agent_mode_against_a_protocol_double() {
+    let lab = start();
+    let n = lab.node(1);
+    let double = bins::bin("agent-double").display().to_string();
+    let sock = "RDMAQ_AGENT_SOCKET=/tmp/agent.sock";
+    let d = n.spawn(&format!(
+        "{double} /tmp/agent.sock 5 100 --max-send-wr 8 > /tmp/double.out 2>&1"
+    ));
+    n.run_ok("for t in $(seq 50); do [ -S /tmp/agent.sock ] && break; sleep 0.1; done")
+        .unwrap();
+
+    // The agent's budget (5), not the standalone defaults, decides; EDQUOT past it.
+    let out = parse(&check(n, sock, "qps 8"));
+    assert_eq!(field(&out, "created"), "5", "{out:?}");
+    assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out:?}");
+    // Tokens are batched: fewer admission round trips than QPs.
+    let log = n.run_ok("cat /tmp/double.out").unwrap().stdout;
+    let admits = log
+        .lines()
+        .filter(|l| l.starts_with("admit Qp") && !l.ends_with("granted=0"))
+        .count();
+    assert!(
+        admits < 5,
+        "{admits} granting round trips for 5 QPs:\n{log}"
+    );
+    // At exit everything went back: the next process gets the whole budget again.
+    let out = parse(&check(n, sock, "qps 8"));
+    assert_eq!(
+        field(&out, "created"),
+        "5",
+        "budget not returned at exit: {out:?}"
+    );
+    // MRs through the agent too, and its work-request cap.
+    let out = parse(&check(n, sock, "mrs 3 4096"));
+    assert_eq!(field(&out, "registered"), "3", "{out:?}");
+    let out = parse(&check(n, sock, "wr 64 4"));
+    let send: u32 = field(&out, "qp_caps")
+        .split(['=', ' '])
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(send < 64, "agent's max_send_wr 8 not applied: {out:?}");
+
+    // The agent dies (its socket stays): fail-closed refuses with EAGAIN, fail-open falls
+    // back to the standalone limits.
+    d.kill();
+    let closed = parse(&check(
+        n,
+        &format!("{sock} RDMAQ_AGENT_FAILURE=closed"),
+        "qps 2",
+    ));
+    assert_eq!(field(&closed, "created"), "0", "{closed:?}");
+    assert!(
+        field(&closed, "first_errno").ends_with("EAGAIN"),
+        "{closed:?}"
+    );
+    let open = parse(&check(
+        n,
+        &format!("{sock} RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=2"),
+        "qps 4",
+    ));
+    assert_eq!(field(&open, "created"), "2", "{open:?}");
+
+    // An agent that accepts but never answers: each call gives up after the timeout.
+    let hung = n.spawn(&format!(
+        "{double} /tmp/hung.sock 5 5 --hang > /tmp/hung.out 2>&1"
+    ));
+    n.run_ok("for t in $(seq 50); do [ -S /tmp/hung.sock ] && break; sleep 0.1; done")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = parse(&check(
+        n,
+        "RDMAQ_AGENT_SOCKET=/tmp/hung.sock RDMAQ_AGENT_TIMEOUT_MS=200 RDMAQ_AGENT_FAILURE=closed",
+        "qps 2",
+    ));
+    assert_eq!(field(&out, "created"), "0", "{out:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the program hung"
+    );
+    hung.kill();
 }
