@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     ffi::c_int,
+    hash::{BuildHasherDefault, Hasher},
     time::{Duration, Instant},
 };
 
@@ -91,6 +92,32 @@ pub enum Source {
     Agent,
 }
 
+/// Objects are keyed by their address: already unique and well spread, so a multiplicative
+/// mix is all the hashing they need (SipHash would cost more than the rest of an admission).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.0 = (v as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_right(17);
+    }
+}
+
+type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
+type AddrSet = HashSet<usize, BuildHasherDefault<AddrHasher>>;
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Tokens {
     qp: u32,
@@ -117,15 +144,15 @@ pub struct Counts {
 
 pub struct Process {
     pub cfg: Config,
-    qps: HashMap<usize, Source>,
-    mrs: HashMap<usize, (Source, u64)>,
+    qps: AddrMap<Source>,
+    mrs: AddrMap<(Source, u64)>,
     /// Admitted, creation in progress (counted against the limits until it resolves).
     qp_pending: u64,
     mr_pending: u64,
     bytes_pending: u64,
     bytes_held: u64,
-    cqs: HashSet<usize>,
-    pds: HashSet<usize>,
+    cqs: AddrSet,
+    pds: AddrSet,
     host: Option<HostTable>,
     qp_rate: Option<Bucket>,
     mr_rate: Option<Bucket>,
@@ -139,14 +166,14 @@ impl Process {
             qp_rate: cfg.qp_create_rate.map(Bucket::new),
             mr_rate: cfg.mr_create_rate.map(Bucket::new),
             cfg,
-            qps: HashMap::new(),
-            mrs: HashMap::new(),
+            qps: AddrMap::default(),
+            mrs: AddrMap::default(),
             qp_pending: 0,
             mr_pending: 0,
             bytes_pending: 0,
             bytes_held: 0,
-            cqs: HashSet::new(),
-            pds: HashSet::new(),
+            cqs: AddrSet::default(),
+            pds: AddrSet::default(),
             host: None,
             agent: AgentLink::NotTried,
             tokens: Tokens::default(),
@@ -272,9 +299,9 @@ impl Process {
 
     fn check_qp_shape(&self, cap: &mut IbvQpCap, qp_type: u32) -> Result<(), Denial> {
         let hello = self.hello();
-        let allowed: Option<Vec<u32>> = match hello {
-            Some(h) if !h.allowed_qp_types.is_empty() => Some(h.allowed_qp_types.clone()),
-            _ => self.cfg.allowed_qp_types.clone(),
+        let allowed: Option<&[u32]> = match hello {
+            Some(h) if !h.allowed_qp_types.is_empty() => Some(&h.allowed_qp_types),
+            _ => self.cfg.allowed_qp_types.as_deref(),
         };
         if let Some(types) = allowed
             && !types.contains(&qp_type)

@@ -33,3 +33,16 @@ pub fn verbs_check() -> PathBuf {
     })
     .clone()
 }
+
+/// `intercept/tests/c/verbs_bench.c`, built once per process.
+pub fn verbs_bench() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        build(
+            "verbs_bench",
+            "intercept/tests/c/verbs_bench.c",
+            &["-libverbs"],
+        )
+    })
+    .clone()
+}

@@ -1,0 +1,48 @@
+/* verbs_bench: control-path cost of the verbs the intercept library admits.
+ *
+ *   verbs_bench qp N      N x (ibv_create_qp + ibv_destroy_qp), prints ns per pair
+ *   verbs_bench mr N      N x (ibv_reg_mr 64 KiB + ibv_dereg_mr), prints ns per pair
+ */
+#include <infiniband/verbs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ns(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+	if (argc < 3)
+		return 2;
+	int n = atoi(argv[2]);
+	struct ibv_device **list = ibv_get_device_list(NULL);
+	if (!list || !list[0])
+		return 3;
+	struct ibv_context *ctx = ibv_open_device(list[0]);
+	struct ibv_pd *pd = ibv_alloc_pd(ctx);
+	struct ibv_cq *cq = ibv_create_cq(ctx, 16, NULL, NULL, 0);
+	if (!ctx || !pd || !cq)
+		return 4;
+	static char buf[65536] __attribute__((aligned(4096)));
+	double t0 = now_ns();
+	for (int i = 0; i < n; i++) {
+		if (!strcmp(argv[1], "qp")) {
+			struct ibv_qp_init_attr a = {.send_cq = cq, .recv_cq = cq, .qp_type = IBV_QPT_RC,
+						     .cap = {.max_send_wr = 4, .max_recv_wr = 4,
+							     .max_send_sge = 1, .max_recv_sge = 1}};
+			struct ibv_qp *qp = ibv_create_qp(pd, &a);
+			if (!qp || ibv_destroy_qp(qp))
+				return 5;
+		} else {
+			struct ibv_mr *mr = ibv_reg_mr(pd, buf, sizeof(buf), IBV_ACCESS_LOCAL_WRITE);
+			if (!mr || ibv_dereg_mr(mr))
+				return 5;
+		}
+	}
+	printf("%s_ns_per_pair %.0f\n", argv[1], (now_ns() - t0) / n);
+	return 0;
+}
