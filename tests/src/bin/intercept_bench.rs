@@ -35,8 +35,7 @@ fn perftest(n: &Node, prefix: &str, tool: &str) -> f64 {
     let row = client
         .stdout
         .lines()
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .last()
+        .rfind(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
         .unwrap_or_else(|| panic!("no result row:\n{}", client.stdout))
         .to_string();
     let cols: Vec<f64> = row
