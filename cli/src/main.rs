@@ -4,7 +4,6 @@
 mod client;
 mod cmd;
 mod output;
-mod units;
 
 use std::{process::ExitCode, time::Duration};
 

@@ -4,14 +4,9 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use rdmaq_common::logging::{self, LogFormat};
 use rdmaq_coordinator::{Error, config::Config};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Raft-replicated quota and allotment service of rdmaq.
 #[derive(Debug, Parser)]
@@ -132,14 +127,7 @@ fn config(args: &Args) -> Result<Config, Error> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let subscriber = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-    );
-    match args.log_format {
-        LogFormat::Text => subscriber.init(),
-        LogFormat::Json => subscriber.json().init(),
-    }
+    logging::init(args.log_format, "info,openraft=warn");
     let cfg = config(&args)?;
     if args.dev {
         tracing::warn!(

@@ -1,12 +1,12 @@
 //! `rdmaq quota set|get|list|delete`.
 
 use clap::{Args, Subcommand, ValueEnum};
+use rdmaq_common::units::{parse_rate, parse_size};
 use rdmaq_proto::v1 as pb;
 
 use crate::{
     Ctx,
     output::{Format, Table, cap, cap_bytes, json},
-    units::{parse_rate, parse_size},
 };
 
 #[derive(Debug, Subcommand)]

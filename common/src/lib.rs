@@ -1,0 +1,5 @@
+//! Helpers shared by rdmaq's binaries (not wire types: those live in rdmaq-proto).
+#![forbid(unsafe_code)]
+
+pub mod logging;
+pub mod units;
