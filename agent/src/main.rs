@@ -1,60 +1,136 @@
-//! rdmaq-agent: one RDMA node's enforcement point. Loads the eBPF monitor, admits local
-//! requests from the node's allotment and reports use to the coordinator.
+//! rdmaq-agent: one RDMA node's enforcement point. Admits the intercept library's requests
+//! from the node's allotment (leased from the coordinator, or standalone caps), and reports
+//! use. Configuration: TOML (`--config`, every key in deploy/agent.toml), then `RDMAQ_*`
+//! environment, then flags.
 
-use std::path::PathBuf;
+mod agent;
+mod budget;
+mod config;
+mod coordinator;
+mod error;
+mod leases;
+mod metrics;
+mod server;
+mod status;
+mod tenant;
 
-use clap::{Parser, ValueEnum};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::Parser;
+use rdmaq_common::logging::{self, LogFormat};
+
+pub use error::Error;
 
 /// The eBPF object built by build.rs, embedded so the agent is one file to deploy.
 static EBPF_OBJECT: &[u8] = include_bytes!(env!("RDMAQ_EBPF_OBJECT"));
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Node agent of rdmaq: eBPF monitor, local admission, allotments from the coordinator.
+/// Node agent of rdmaq: admits RDMA resources from the node's allotment.
 #[derive(Debug, Parser)]
 #[command(name = "rdmaq-agent", version)]
 struct Args {
-    /// TOML configuration file.
+    /// TOML configuration file (see deploy/agent.toml).
     #[arg(long, env = "RDMAQ_AGENT_CONFIG")]
     config: Option<PathBuf>,
-    /// This node's name (defaults to the host name).
+    /// This node's name (default: the host name).
     #[arg(long, env = "RDMAQ_NODE")]
     node: Option<String>,
     /// Coordinator members, comma separated. None: standalone mode.
     #[arg(long, env = "RDMAQ_ENDPOINTS", value_delimiter = ',')]
     endpoints: Vec<String>,
     /// Unix socket the intercept library connects to.
-    #[arg(
-        long,
-        env = "RDMAQ_AGENT_SOCKET",
-        default_value = "/run/rdmaq/agent.sock"
-    )]
-    socket: PathBuf,
+    #[arg(long, env = "RDMAQ_AGENT_SOCKET")]
+    socket: Option<PathBuf>,
+    /// HTTP listener for /metrics and /status.
+    #[arg(long, env = "RDMAQ_STATUS_LISTEN")]
+    status_listen: Option<SocketAddr>,
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let subscriber = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    );
-    match args.log_format {
-        LogFormat::Text => subscriber.init(),
-        LogFormat::Json => subscriber.json().init(),
+fn load(args: &Args) -> Result<config::Config, Error> {
+    let text = match &args.config {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| Error::Io {
+            path: p.clone(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    let mut cfg = config::Config::from_toml(&text)?;
+    if let Some(n) = &args.node {
+        cfg.node = Some(n.clone());
     }
+    if !args.endpoints.is_empty() {
+        cfg.endpoints = args.endpoints.clone();
+    }
+    if let Some(s) = &args.socket {
+        cfg.socket = s.clone();
+    }
+    if let Some(s) = args.status_listen {
+        cfg.status_listen = Some(s);
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init(args.log_format, "info");
+    let cfg = load(&args)?;
+    let node = cfg.node.clone().unwrap_or_else(hostname);
+    let coordinator = if cfg.standalone() {
+        None
+    } else {
+        let address = cfg.address.clone().unwrap_or_default();
+        Some(coordinator::Coordinator::new(
+            &cfg.endpoints,
+            &node,
+            &address,
+        )?)
+    };
+    let listener = server::bind(&cfg.socket, cfg.socket_mode_bits(), cfg.socket_gid)?;
     tracing::info!(
-        ?args,
+        node,
+        socket = %cfg.socket.display(),
+        mode = if coordinator.is_some() { "coordinator" } else { "standalone" },
         ebpf_object_bytes = EBPF_OBJECT.len(),
-        "rdmaq-agent starting"
+        "rdmaq-agent serving"
     );
-    anyhow::bail!("the agent service is not implemented yet (issue 5)")
+    let status_listen = cfg.status_listen;
+    let agent = Arc::new(agent::Agent::new(cfg, node, coordinator));
+    if let Some(addr) = status_listen {
+        let a = agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = status::serve(addr, a).await {
+                tracing::error!(error = %e, "status listener failed");
+            }
+        });
+    }
+    tokio::spawn(leases::run(agent.clone()));
+    let socket = agent.cfg.socket.clone();
+    tokio::select! {
+        _ = server::serve(listener, agent) => {}
+        _ = shutdown() => tracing::info!("shutting down"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok::<(), anyhow::Error>(()).context("rdmaq-agent")
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 #[cfg(test)]

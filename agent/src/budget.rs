@@ -1,0 +1,551 @@
+//! The node's ledger: per tenant, what the node may use (its allotment from the
+//! coordinator, or its standalone caps), what processes hold (tokens admitted and not
+//! returned), and what the kernel shows that nobody admitted; per connection, what each
+//! process holds. Pure and synchronous: the server and the allotment loop call it under
+//! one lock, and every decision here is checked by unit tests.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+/// Amounts of the held-resource dimensions. `u64::MAX` as a cap means "no cap".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Amounts {
+    pub qp: u64,
+    pub mr: u64,
+    pub mr_bytes: u64,
+}
+
+impl Amounts {
+    pub const UNLIMITED: Amounts = Amounts {
+        qp: u64::MAX,
+        mr: u64::MAX,
+        mr_bytes: u64::MAX,
+    };
+
+    pub fn add(self, o: Amounts) -> Amounts {
+        Amounts {
+            qp: self.qp.saturating_add(o.qp),
+            mr: self.mr.saturating_add(o.mr),
+            mr_bytes: self.mr_bytes.saturating_add(o.mr_bytes),
+        }
+    }
+
+    pub fn sub(self, o: Amounts) -> Amounts {
+        Amounts {
+            qp: self.qp.saturating_sub(o.qp),
+            mr: self.mr.saturating_sub(o.mr),
+            mr_bytes: self.mr_bytes.saturating_sub(o.mr_bytes),
+        }
+    }
+
+    pub fn min(self, o: Amounts) -> Amounts {
+        Amounts {
+            qp: self.qp.min(o.qp),
+            mr: self.mr.min(o.mr),
+            mr_bytes: self.mr_bytes.min(o.mr_bytes),
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Amounts::default()
+    }
+}
+
+/// A tenant's caps as the node applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Per node (host-wide) caps; in standalone mode also the node's whole budget.
+    pub node: Amounts,
+    pub process: Amounts,
+    pub max_send_wr: Option<u32>,
+    pub max_recv_wr: Option<u32>,
+    pub deny_wr_over_cap: bool,
+    pub qp_create_per_sec: Option<u32>,
+    pub mr_create_per_sec: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            node: Amounts::UNLIMITED,
+            process: Amounts::UNLIMITED,
+            max_send_wr: None,
+            max_recv_wr: None,
+            deny_wr_over_cap: false,
+            qp_create_per_sec: None,
+            mr_create_per_sec: None,
+        }
+    }
+}
+
+/// Where a tenant's node budget comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Source {
+    /// Standalone caps (or an unknown tenant allowed without caps).
+    Local,
+    /// An allotment leased from the coordinator, valid until the lease runs out.
+    Leased,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub limits: Limits,
+    pub quota_version: u64,
+    pub source: Source,
+    /// What this node may use: the allotment (leased) or the node caps (local).
+    pub allotment: Amounts,
+    /// Tokens held by processes through the library.
+    pub used: Amounts,
+    /// Objects the kernel shows for this tenant that the library never admitted.
+    pub unadmitted: Amounts,
+    #[serde(skip)]
+    pub lease_valid_until: Option<Instant>,
+    /// Budget usable while the lease cannot be proven alive (fail-static; zero: fail-closed).
+    pub floor: Amounts,
+    #[serde(skip)]
+    pub last_admission: Option<Instant>,
+    /// Highest `used` recently, to size acquisitions.
+    pub recent_peak: Amounts,
+    pub admissions: u64,
+    pub denials: u64,
+}
+
+impl Tenant {
+    pub fn new(limits: Limits, source: Source) -> Tenant {
+        Tenant {
+            allotment: match source {
+                Source::Local => limits.node,
+                Source::Leased => Amounts::default(),
+            },
+            limits,
+            quota_version: 0,
+            source,
+            used: Amounts::default(),
+            unadmitted: Amounts::default(),
+            lease_valid_until: None,
+            floor: Amounts::default(),
+            last_admission: None,
+            recent_peak: Amounts::default(),
+            admissions: 0,
+            denials: 0,
+        }
+    }
+
+    /// Everything charged to the tenant on this node.
+    pub fn charged(&self) -> Amounts {
+        self.used.add(self.unadmitted)
+    }
+
+    pub fn lease_alive(&self, now: Instant) -> bool {
+        self.source == Source::Local || self.lease_valid_until.is_some_and(|t| now < t)
+    }
+
+    /// What may still be admitted on this node.
+    pub fn headroom(&self, now: Instant) -> Amounts {
+        let budget = if self.lease_alive(now) {
+            self.allotment
+        } else {
+            // Lease lost (or never granted): only the fail-static floor, zero when
+            // fail-closed. A floor is the operator accepting that much overshoot per node.
+            self.floor
+        };
+        budget.min(self.limits.node).sub(self.charged())
+    }
+}
+
+/// Which resource a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Qp,
+    Mr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// `count` tokens (and `bytes` of MR budget) now held by the connection.
+    Granted { count: u32, bytes: u64 },
+    /// Over a cap: `used` against `limit` in `scope`.
+    Denied {
+        scope: &'static str,
+        used: u64,
+        limit: u64,
+    },
+    /// The allotment is short: ask the coordinator, then decide again.
+    NeedMore { want: Amounts, min: Amounts },
+}
+
+/// One connected process.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub pid: u32,
+    pub tenant: String,
+    pub held: Amounts,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub tenants: HashMap<String, Tenant>,
+    pub conns: HashMap<u64, Conn>,
+}
+
+/// Acquisitions ask for at least this many QPs / MRs beyond what is needed now.
+const CHUNK_QP: u64 = 4;
+const CHUNK_MR: u64 = 16;
+/// ... and at least this much MR memory.
+const CHUNK_BYTES: u64 = 256 << 20;
+
+impl Ledger {
+    pub fn connect(&mut self, id: u64, pid: u32, tenant: &str) {
+        self.conns.insert(
+            id,
+            Conn {
+                pid,
+                tenant: tenant.to_string(),
+                held: Amounts::default(),
+            },
+        );
+    }
+
+    /// The process closed its connection (or died): what it held is free again.
+    pub fn disconnect(&mut self, id: u64) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if let Some(t) = self.tenants.get_mut(&conn.tenant) {
+            t.used = t.used.sub(conn.held);
+        }
+        Some(conn)
+    }
+
+    /// Decides an admission for connection `id`: `count` objects (the first for the call
+    /// in progress, the rest ahead of demand) of `bytes` each for MRs.
+    pub fn admit(&mut self, id: u64, kind: Kind, count: u32, bytes: u64, now: Instant) -> Decision {
+        let Some(conn) = self.conns.get(&id) else {
+            return Decision::Denied {
+                scope: "connection",
+                used: 0,
+                limit: 0,
+            };
+        };
+        let Some(t) = self.tenants.get_mut(&conn.tenant) else {
+            return Decision::Denied {
+                scope: "tenant",
+                used: 0,
+                limit: 0,
+            };
+        };
+        let count = u64::from(count.max(1));
+        let room = t.headroom(now);
+        let proc_room = t.limits.process.sub(conn.held);
+        let (have, proc_have, one) = match kind {
+            Kind::Qp => (
+                room.qp,
+                proc_room.qp,
+                Amounts {
+                    qp: 1,
+                    ..Default::default()
+                },
+            ),
+            Kind::Mr => (
+                room.mr.min(room.mr_bytes / bytes.max(1)),
+                proc_room.mr.min(proc_room.mr_bytes / bytes.max(1)),
+                Amounts {
+                    qp: 0,
+                    mr: 1,
+                    mr_bytes: bytes,
+                },
+            ),
+        };
+        if proc_have == 0 {
+            t.denials += 1;
+            let (used, limit) = match kind {
+                Kind::Qp => (conn.held.qp, t.limits.process.qp),
+                Kind::Mr if proc_room.mr == 0 => (conn.held.mr, t.limits.process.mr),
+                Kind::Mr => (conn.held.mr_bytes, t.limits.process.mr_bytes),
+            };
+            return Decision::Denied {
+                scope: "process",
+                used,
+                limit,
+            };
+        }
+        if have == 0 {
+            let node_room = t.limits.node.sub(t.charged());
+            let node_full = match kind {
+                Kind::Qp => node_room.qp == 0,
+                Kind::Mr => node_room.mr == 0 || node_room.mr_bytes < bytes,
+            };
+            if t.source == Source::Leased && t.lease_alive(now) && !node_full {
+                // Short of allotment, not of caps: the coordinator may have more.
+                let min = one;
+                let chunk = match kind {
+                    Kind::Qp => Amounts {
+                        qp: CHUNK_QP.max(t.recent_peak.qp / 2).max(count),
+                        ..Default::default()
+                    },
+                    Kind::Mr => Amounts {
+                        qp: 0,
+                        mr: CHUNK_MR.max(t.recent_peak.mr / 2).max(count),
+                        mr_bytes: CHUNK_BYTES
+                            .max(t.recent_peak.mr_bytes / 2)
+                            .max(bytes.saturating_mul(count)),
+                    },
+                };
+                return Decision::NeedMore { want: chunk, min };
+            }
+            t.denials += 1;
+            let charged = t.charged();
+            let (used, limit) = match (kind, node_full) {
+                (Kind::Qp, true) => (charged.qp, t.limits.node.qp),
+                (Kind::Mr, true) => (charged.mr, t.limits.node.mr),
+                (Kind::Qp, false) => (charged.qp, t.allotment.qp),
+                (Kind::Mr, false) => (charged.mr, t.allotment.mr),
+            };
+            let scope = if node_full { "node" } else { "tenant" };
+            return Decision::Denied { scope, used, limit };
+        }
+        let granted = count.min(have).min(proc_have);
+        let take = match kind {
+            Kind::Qp => Amounts {
+                qp: granted,
+                ..Default::default()
+            },
+            Kind::Mr => Amounts {
+                qp: 0,
+                mr: granted,
+                mr_bytes: bytes.saturating_mul(granted),
+            },
+        };
+        t.used = t.used.add(take);
+        t.recent_peak = Amounts {
+            qp: t.recent_peak.qp.max(t.used.qp),
+            mr: t.recent_peak.mr.max(t.used.mr),
+            mr_bytes: t.recent_peak.mr_bytes.max(t.used.mr_bytes),
+        };
+        t.admissions += 1;
+        t.last_admission = Some(now);
+        let conn = self.conns.get_mut(&id).expect("looked up above");
+        conn.held = conn.held.add(take);
+        Decision::Granted {
+            count: granted as u32,
+            bytes: take.mr_bytes,
+        }
+    }
+
+    /// Connection `id` returns tokens; never more than it holds.
+    pub fn release(&mut self, id: u64, kind: Kind, count: u32, bytes: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let back = match kind {
+            Kind::Qp => Amounts {
+                qp: u64::from(count),
+                ..Default::default()
+            },
+            Kind::Mr => Amounts {
+                qp: 0,
+                mr: u64::from(count),
+                mr_bytes: bytes,
+            },
+        }
+        .min(conn.held);
+        conn.held = conn.held.sub(back);
+        if let Some(t) = self.tenants.get_mut(&conn.tenant) {
+            t.used = t.used.sub(back);
+        }
+    }
+
+    /// Tenants whose allotment exceeds what they use by more than they are likely to need
+    /// soon, idle for `idle`: (tenant, surplus) to give back to the coordinator.
+    pub fn surplus(&self, now: Instant, idle: Duration) -> Vec<(String, Amounts)> {
+        self.tenants
+            .iter()
+            .filter(|(_, t)| t.source == Source::Leased)
+            .filter(|(_, t)| {
+                t.last_admission
+                    .is_none_or(|l| now.duration_since(l) >= idle)
+            })
+            .filter_map(|(name, t)| {
+                let keep = Amounts {
+                    qp: CHUNK_QP,
+                    mr: CHUNK_MR,
+                    mr_bytes: CHUNK_BYTES,
+                };
+                let spare = t.allotment.sub(t.charged()).sub(keep);
+                (!spare.is_zero()).then(|| (name.clone(), spare))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(limits: Limits, source: Source) -> Ledger {
+        let mut l = Ledger::default();
+        l.tenants.insert("t".into(), Tenant::new(limits, source));
+        l.connect(1, 100, "t");
+        l.connect(2, 200, "t");
+        l
+    }
+
+    fn qp_cap(node: u64, process: u64) -> Limits {
+        Limits {
+            node: Amounts {
+                qp: node,
+                ..Amounts::UNLIMITED
+            },
+            process: Amounts {
+                qp: process,
+                ..Amounts::UNLIMITED
+            },
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn standalone_node_cap_is_shared_by_processes() {
+        let now = Instant::now();
+        let mut l = ledger(qp_cap(5, 100), Source::Local);
+        assert_eq!(
+            l.admit(1, Kind::Qp, 4, 0, now),
+            Decision::Granted { count: 4, bytes: 0 }
+        );
+        assert_eq!(
+            l.admit(2, Kind::Qp, 4, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+        assert!(matches!(
+            l.admit(2, Kind::Qp, 1, 0, now),
+            Decision::Denied {
+                scope: "node",
+                used: 5,
+                limit: 5
+            }
+        ));
+        l.release(1, Kind::Qp, 2, 0);
+        assert_eq!(
+            l.admit(2, Kind::Qp, 4, 0, now),
+            Decision::Granted { count: 2, bytes: 0 }
+        );
+        // A process that dies returns what it held.
+        l.disconnect(1);
+        assert_eq!(l.tenants["t"].used.qp, 3);
+    }
+
+    #[test]
+    fn per_process_cap_and_release_never_exceeds_holdings() {
+        let now = Instant::now();
+        let mut l = ledger(qp_cap(100, 2), Source::Local);
+        assert_eq!(
+            l.admit(1, Kind::Qp, 4, 0, now),
+            Decision::Granted { count: 2, bytes: 0 }
+        );
+        assert!(matches!(
+            l.admit(1, Kind::Qp, 1, 0, now),
+            Decision::Denied {
+                scope: "process",
+                ..
+            }
+        ));
+        // Releasing more than held (a confused or hostile client) frees only what it holds.
+        l.release(1, Kind::Qp, 50, 0);
+        assert_eq!(l.tenants["t"].used.qp, 0);
+        l.release(2, Kind::Qp, 50, 0);
+        assert_eq!(l.tenants["t"].used.qp, 0);
+    }
+
+    #[test]
+    fn leased_budget_asks_for_more_then_fails_closed_when_the_lease_lapses() {
+        let now = Instant::now();
+        let mut l = ledger(Limits::default(), Source::Leased);
+        assert!(
+            matches!(l.admit(1, Kind::Qp, 1, 0, now), Decision::Denied { .. }),
+            "no lease yet"
+        );
+        let t = l.tenants.get_mut("t").unwrap();
+        t.allotment = Amounts {
+            qp: 2,
+            ..Default::default()
+        };
+        t.lease_valid_until = Some(now + Duration::from_secs(5));
+        assert_eq!(
+            l.admit(1, Kind::Qp, 1, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+        assert_eq!(
+            l.admit(1, Kind::Qp, 1, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+        assert!(matches!(
+            l.admit(1, Kind::Qp, 1, 0, now),
+            Decision::NeedMore {
+                min: Amounts { qp: 1, .. },
+                ..
+            }
+        ));
+        // The lease lapses: nothing more, even after a release, unless a floor is set.
+        l.release(1, Kind::Qp, 1, 0);
+        let later = now + Duration::from_secs(6);
+        assert!(matches!(
+            l.admit(1, Kind::Qp, 1, 0, later),
+            Decision::Denied { .. }
+        ));
+        l.tenants.get_mut("t").unwrap().floor = Amounts {
+            qp: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            l.admit(1, Kind::Qp, 1, 0, later),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+    }
+
+    #[test]
+    fn mr_bytes_are_admitted_per_mr() {
+        let now = Instant::now();
+        let limits = Limits {
+            node: Amounts {
+                mr_bytes: 10 << 20,
+                ..Amounts::UNLIMITED
+            },
+            ..Limits::default()
+        };
+        let mut l = ledger(limits, Source::Local);
+        assert_eq!(
+            l.admit(1, Kind::Mr, 4, 3 << 20, now),
+            Decision::Granted {
+                count: 3,
+                bytes: 9 << 20
+            }
+        );
+        assert!(matches!(
+            l.admit(2, Kind::Mr, 1, 2 << 20, now),
+            Decision::Denied { .. }
+        ));
+        assert_eq!(
+            l.admit(2, Kind::Mr, 1, 1 << 20, now),
+            Decision::Granted {
+                count: 1,
+                bytes: 1 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn unadmitted_objects_count_against_the_budget() {
+        let now = Instant::now();
+        let mut l = ledger(qp_cap(3, 100), Source::Local);
+        l.tenants.get_mut("t").unwrap().unadmitted = Amounts {
+            qp: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            l.admit(1, Kind::Qp, 4, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+    }
+}

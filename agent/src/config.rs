@@ -1,0 +1,259 @@
+//! rdmaq-agent configuration: a TOML file (every key in deploy/agent.toml), with flags and
+//! `RDMAQ_*` environment overriding the main keys (see main.rs). Unknown keys and bad
+//! values are errors naming the key.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use rdmaq_common::units::parse_size;
+use serde::Deserialize;
+
+use crate::{
+    Error,
+    budget::{Amounts, Limits},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseLost {
+    /// Admit nothing new once the coordinator's lease cannot be proven alive.
+    #[default]
+    FailClosed,
+    /// Keep admitting up to the `fail_static_floor` per tenant on this node.
+    FailStatic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownTenant {
+    /// A tenant with no quota anywhere is not capped.
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// A byte size written as a number or as a string like "10GiB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A tenant's caps on this node (standalone mode), as written in the config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub max_qp: Option<u64>,
+    pub max_mr: Option<u64>,
+    pub max_mr_bytes: Option<Size>,
+    pub max_qp_per_process: Option<u64>,
+    pub max_mr_per_process: Option<u64>,
+    pub max_mr_bytes_per_process: Option<Size>,
+    pub max_send_wr: Option<u32>,
+    pub max_recv_wr: Option<u32>,
+    #[serde(default)]
+    pub deny_wr_over_cap: bool,
+    pub qp_create_per_sec: Option<u32>,
+    pub mr_create_per_sec: Option<u32>,
+}
+
+impl TenantConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            node: Amounts {
+                qp: self.max_qp.unwrap_or(u64::MAX),
+                mr: self.max_mr.unwrap_or(u64::MAX),
+                mr_bytes: self.max_mr_bytes.map_or(u64::MAX, |s| s.0),
+            },
+            process: Amounts {
+                qp: self.max_qp_per_process.unwrap_or(u64::MAX),
+                mr: self.max_mr_per_process.unwrap_or(u64::MAX),
+                mr_bytes: self.max_mr_bytes_per_process.map_or(u64::MAX, |s| s.0),
+            },
+            max_send_wr: self.max_send_wr,
+            max_recv_wr: self.max_recv_wr,
+            deny_wr_over_cap: self.deny_wr_over_cap,
+            qp_create_per_sec: self.qp_create_per_sec,
+            mr_create_per_sec: self.mr_create_per_sec,
+        }
+    }
+}
+
+/// How a connecting process is mapped to a tenant: the first rule that matches wins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Glob (`*` matches any run of characters) on the process's cgroup v2 path.
+    pub cgroup: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The tenant; may be omitted when `allow_launcher` is set.
+    pub tenant: Option<String>,
+    /// Take the tenant from the launcher (`rdmaq exec --tenant`, `RDMAQ_TENANT`) when it
+    /// names one; only for processes matching this rule.
+    #[serde(default)]
+    pub allow_launcher: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's name (default: the host name).
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default = "defaults::socket")]
+    pub socket: PathBuf,
+    /// Permission bits of the socket, octal string.
+    #[serde(default = "defaults::socket_mode")]
+    pub socket_mode: String,
+    /// Group owning the socket (numeric gid), if not the agent's.
+    #[serde(default)]
+    pub socket_gid: Option<u32>,
+    /// Coordinator members; empty: standalone mode, caps from `[tenants.*]`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// The node's address as the coordinator should record it.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// HTTP listener for /metrics and /status.
+    #[serde(default)]
+    pub status_listen: Option<SocketAddr>,
+    /// Stop using an allotment this long before its lease would expire by the agent's
+    /// own clock.
+    #[serde(default = "defaults::lease_margin_ms")]
+    pub lease_margin_ms: u64,
+    #[serde(default)]
+    pub on_lease_lost: LeaseLost,
+    /// Per-tenant budget usable while the lease is lost, with `on_lease_lost = "fail-static"`.
+    #[serde(default)]
+    pub fail_static_floor: TenantConfig,
+    #[serde(default)]
+    pub unknown_tenant: UnknownTenant,
+    /// Tenant of processes no rule matches.
+    #[serde(default = "defaults::default_tenant")]
+    pub default_tenant: String,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Standalone caps per tenant (and fallbacks when a coordinator has no quota).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+
+    pub fn socket() -> PathBuf {
+        "/run/rdmaq/agent.sock".into()
+    }
+    pub fn socket_mode() -> String {
+        "0666".into()
+    }
+    pub fn lease_margin_ms() -> u64 {
+        2_000
+    }
+    pub fn default_tenant() -> String {
+        "default".into()
+    }
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .unwrap_or("<document>")
+                .to_string();
+            bad(&key, e.to_string().trim().replace('\n', " "))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                bad(
+                    "socket_mode",
+                    format!("{:?} is not octal permission bits", self.socket_mode),
+                )
+            })?;
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.tenant.is_none() && !r.allow_launcher {
+                return Err(bad(
+                    &format!("rules[{i}].tenant"),
+                    "a rule needs a tenant or allow_launcher = true",
+                ));
+            }
+            if r.cgroup.is_none() && r.uid.is_none() && r.gid.is_none() && !r.allow_launcher {
+                return Err(bad(
+                    &format!("rules[{i}]"),
+                    "a rule needs cgroup, uid or gid to match on",
+                ));
+            }
+        }
+        if self.lease_margin_ms > 60_000 {
+            return Err(bad(
+                "lease_margin_ms",
+                "more than a minute; leases are seconds long",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn socket_mode_bits(&self) -> u32 {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o666)
+    }
+
+    pub fn standalone(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let c = Config::from_toml(include_str!("../../deploy/agent.toml")).unwrap();
+        assert!(!c.rules.is_empty());
+        assert!(c.tenants.contains_key("t1"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("bogus = 1", "bogus"),
+            ("socket_mode = \"999\"", "socket_mode"),
+            ("[tenants.t1]\nmax_mr_bytes = \"10XiB\"", "XiB"),
+            ("[tenants.t1]\nmax_qq = 3", "max_qq"),
+            ("[[rules]]\nuid = 5", "rules[0].tenant"),
+            ("on_lease_lost = \"panic\"", "panic"),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key:?} not named in: {err}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The agent's side of the coordinator: register, acquire ahead of demand, release surplus,
+//! heartbeat with usage. Tries the endpoints in turn, like the CLI.
+
+use std::time::Duration;
+
+use rdmaq_proto::v1::{self as pb, agent_client::AgentClient};
+use tonic::{Code, Status, transport::Channel};
+
+use crate::budget::Amounts;
+
+pub struct Coordinator {
+    endpoints: Vec<Channel>,
+    pub node: String,
+    pub address: String,
+}
+
+fn to_pb(a: Amounts) -> Option<pb::Amounts> {
+    Some(pb::Amounts {
+        qp: a.qp,
+        mr: a.mr,
+        mr_bytes: a.mr_bytes,
+    })
+}
+
+pub fn from_pb(a: Option<pb::Amounts>) -> Amounts {
+    let a = a.unwrap_or_default();
+    Amounts {
+        qp: a.qp,
+        mr: a.mr,
+        mr_bytes: a.mr_bytes,
+    }
+}
+
+impl Coordinator {
+    pub fn new(
+        endpoints: &[String],
+        node: &str,
+        address: &str,
+    ) -> Result<Coordinator, crate::Error> {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| {
+                let url = if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                };
+                Channel::from_shared(url)
+                    .map(|c| {
+                        c.connect_timeout(Duration::from_millis(500))
+                            .timeout(Duration::from_secs(3))
+                            .tcp_nodelay(true)
+                            .connect_lazy()
+                    })
+                    .map_err(|e2| crate::Error::Config {
+                        key: "endpoints".into(),
+                        reason: format!("{e:?}: {e2}"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Coordinator {
+            endpoints,
+            node: node.to_string(),
+            address: address.to_string(),
+        })
+    }
+
+    /// Runs `call` against each member until one answers (unavailable ones are skipped).
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(AgentClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut last = Status::unavailable("no coordinator endpoint");
+        for ch in &self.endpoints {
+            match call(AgentClient::new(ch.clone())).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable
+                            | Code::DeadlineExceeded
+                            | Code::Unknown
+                            | Code::Cancelled
+                    ) =>
+                {
+                    last = s
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
+
+    pub async fn register(&self) -> Result<pb::RegisterResponse, Status> {
+        let req = pb::RegisterRequest {
+            node: self.node.clone(),
+            address: self.address.clone(),
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.register(req).await }
+        })
+        .await
+    }
+
+    pub async fn acquire(
+        &self,
+        tenant: &str,
+        want: Amounts,
+        min: Amounts,
+    ) -> Result<pb::AcquireResponse, Status> {
+        let req = pb::AcquireRequest {
+            node: self.node.clone(),
+            tenant: tenant.to_string(),
+            want: to_pb(want),
+            min: to_pb(min),
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.acquire(req).await }
+        })
+        .await
+    }
+
+    pub async fn release(
+        &self,
+        tenant: &str,
+        amounts: Amounts,
+    ) -> Result<pb::ReleaseResponse, Status> {
+        let req = pb::ReleaseRequest {
+            node: self.node.clone(),
+            tenant: tenant.to_string(),
+            amounts: to_pb(amounts),
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.release(req).await }
+        })
+        .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        used: Vec<(String, Amounts)>,
+    ) -> Result<pb::HeartbeatResponse, Status> {
+        let req = pb::HeartbeatRequest {
+            node: self.node.clone(),
+            reports: used
+                .into_iter()
+                .map(|(tenant, a)| pb::TenantReport {
+                    tenant,
+                    used: to_pb(a),
+                })
+                .collect(),
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.heartbeat(req).await }
+        })
+        .await
+    }
+
+    /// The tenant's quota, `None` if the coordinator has none.
+    pub async fn quota(&self, tenant: &str) -> Result<Option<pb::Quota>, Status> {
+        let req = pb::TenantRequest {
+            tenant: tenant.to_string(),
+        };
+        match self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.get_quota(req).await }
+            })
+            .await
+        {
+            Ok(q) => Ok(Some(q)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+}

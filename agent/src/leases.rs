@@ -1,0 +1,141 @@
+//! The allotment loop (coordinator mode): register the node, then every heartbeat
+//! interval report each tenant's use, renew the lease (by the agent's own clock, with the
+//! safety margin), take in the coordinator's view of the allotments and quota changes, and
+//! give back budget that idle tenants do not need.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    agent::{Agent, limits_from_quota},
+    budget::{Amounts, Source},
+    coordinator::from_pb,
+};
+
+/// A tenant idle this long gives back its spare allotment.
+const IDLE: Duration = Duration::from_secs(5);
+
+pub async fn run(agent: Arc<Agent>) {
+    let Some(c) = &agent.coordinator else { return };
+    let interval = loop {
+        match c.register().await {
+            Ok(r) => {
+                *agent.lease_ttl.lock().expect("ttl") = Duration::from_millis(r.lease_ttl_ms);
+                let sent = Instant::now();
+                let deadline = agent.lease_deadline(sent, Duration::from_millis(r.lease_ttl_ms));
+                for a in &r.allotments {
+                    // After a restart: the allotments this node still holds.
+                    agent.ensure_tenant(&a.tenant).await;
+                    let mut ledger = agent.ledger.lock().expect("ledger");
+                    if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
+                        t.allotment = from_pb(a.allotted);
+                        t.lease_valid_until = Some(deadline);
+                    }
+                }
+                tracing::info!(node = %c.node, lease_ttl_ms = r.lease_ttl_ms, allotments = r.allotments.len(), "registered with the coordinator");
+                break Duration::from_millis(r.heartbeat_interval_ms.clamp(100, 60_000));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "cannot register with the coordinator; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        heartbeat(&agent).await;
+        give_back(&agent).await;
+    }
+}
+
+async fn heartbeat(agent: &Agent) {
+    let Some(c) = &agent.coordinator else { return };
+    let reports: Vec<(String, Amounts)> = agent
+        .ledger
+        .lock()
+        .expect("ledger")
+        .tenants
+        .iter()
+        .filter(|(_, t)| t.source == Source::Leased)
+        .map(|(n, t)| (n.clone(), t.charged()))
+        .collect();
+    let sent = Instant::now();
+    match c.heartbeat(reports).await {
+        Ok(r) => {
+            let ttl = *agent.lease_ttl.lock().expect("ttl");
+            let deadline = agent.lease_deadline(sent, ttl);
+            let mut stale = Vec::new();
+            {
+                let mut ledger = agent.ledger.lock().expect("ledger");
+                for a in &r.allotments {
+                    if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
+                        t.allotment = from_pb(a.allotted);
+                        if a.quota_version != t.quota_version {
+                            stale.push(a.tenant.clone());
+                        }
+                    }
+                }
+                for t in ledger
+                    .tenants
+                    .values_mut()
+                    .filter(|t| t.source == Source::Leased)
+                {
+                    t.lease_valid_until = Some(deadline);
+                    t.recent_peak = t.used;
+                }
+            }
+            // A quota changed: take in the new per-node/process caps at once.
+            for tenant in stale {
+                if let Ok(Some(q)) = c.quota(&tenant).await {
+                    let mut ledger = agent.ledger.lock().expect("ledger");
+                    if let Some(t) = ledger.tenants.get_mut(&tenant) {
+                        t.limits = limits_from_quota(&q);
+                        t.quota_version = q.version;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "heartbeat failed; the lease runs out unless one succeeds")
+        }
+    }
+}
+
+async fn give_back(agent: &Agent) {
+    let Some(c) = &agent.coordinator else { return };
+    let surplus = agent
+        .ledger
+        .lock()
+        .expect("ledger")
+        .surplus(Instant::now(), IDLE);
+    for (tenant, amounts) in surplus {
+        let gate = agent.gate(&tenant).await;
+        let _in_order = gate.lock().await;
+        // Lower the local allotment first: never admit from budget being returned.
+        {
+            let mut ledger = agent.ledger.lock().expect("ledger");
+            let Some(t) = ledger.tenants.get_mut(&tenant) else {
+                continue;
+            };
+            t.allotment = t.allotment.sub(amounts);
+        }
+        match c.release(&tenant, amounts).await {
+            Ok(r) => {
+                if let Some(a) = r.allotment {
+                    let mut ledger = agent.ledger.lock().expect("ledger");
+                    if let Some(t) = ledger.tenants.get_mut(&tenant) {
+                        t.allotment = from_pb(a.allotted);
+                    }
+                }
+                tracing::debug!(tenant, ?amounts, "released surplus");
+            }
+            Err(e) => {
+                tracing::info!(tenant, error = %e.message(), "release failed; the coordinator reclaims it at lease expiry")
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The admission socket the intercept library talks to. Each connection is one process:
+//! identified by SO_PEERCRED, mapped to a tenant by the rules, served by its own task (a
+//! slow or hostile client only ever blocks itself). A malformed, oversized or out-of-order
+//! message gets an error reply and a closed connection.
+
+use std::{
+    os::unix::fs::{PermissionsExt, chown},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use rdmaq_proto::{
+    frame,
+    intercept::{self as msg, PROTOCOL_VERSION, Resource, Verdict, request, response},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{
+    Error,
+    agent::Agent,
+    budget::{Decision, Kind},
+    tenant,
+};
+
+/// A client must say hello this soon after connecting, and finish any frame it starts
+/// this soon after its first byte.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections beyond this are refused at once.
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// Binds the socket: removes a stale one (nobody listening), sets mode and group.
+pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::Config {
+                key: "socket".into(),
+                reason: format!("{} is in use by another agent", path.display()),
+            });
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    if let Some(g) = gid {
+        chown(path, None, Some(g)).map_err(io)?;
+    }
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if agent.ledger.lock().expect("ledger").conns.len() >= MAX_CONNECTIONS {
+            tracing::warn!("connection limit reached; refusing a client");
+            continue;
+        }
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let id = agent.next_conn_id();
+            if let Err(reason) = handle(stream, id, &agent).await {
+                agent.metrics.protocol_error();
+                tracing::info!(conn = id, %reason, "client dropped");
+            }
+            if let Some(conn) = agent.ledger.lock().expect("ledger").disconnect(id) {
+                tracing::debug!(conn = id, pid = conn.pid, tenant = %conn.tenant, held = ?conn.held, "process gone; its tokens are free");
+            }
+        });
+    }
+}
+
+async fn read_frame(
+    stream: &mut UnixStream,
+    first_byte_timeout: Option<Duration>,
+) -> Result<Option<msg::Request>, String> {
+    let mut header = [0u8; frame::HEADER_LEN];
+    let first = async { stream.read_exact(&mut header[..1]).await };
+    let got = match first_byte_timeout {
+        Some(t) => tokio::time::timeout(t, first)
+            .await
+            .map_err(|_| "no hello in time".to_string())?,
+        None => first.await,
+    };
+    if got.is_err() {
+        return Ok(None); // closed
+    }
+    let rest = async {
+        stream.read_exact(&mut header[1..]).await?;
+        let len = frame::body_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(FRAME_TIMEOUT, rest)
+        .await
+        .map_err(|_| "frame not completed in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    frame::decode(&body).map(Some).map_err(|e| e.to_string())
+}
+
+async fn reply(stream: &mut UnixStream, seq: u64, body: response::Body) -> Result<(), String> {
+    let bytes = frame::encode(&msg::Response {
+        seq,
+        body: Some(body),
+    })
+    .map_err(|e| e.to_string())?;
+    stream.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+async fn refuse(stream: &mut UnixStream, seq: u64, why: String) -> Result<(), String> {
+    let _ = reply(
+        stream,
+        seq,
+        response::Body::Error(msg::ErrorReply {
+            message: why.clone(),
+        }),
+    )
+    .await;
+    Err(why)
+}
+
+async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("no peer credentials: {e}"))?;
+    let pid = cred
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or("peer has no pid")?;
+    let Some(hello) = read_frame(&mut stream, Some(HELLO_TIMEOUT)).await? else {
+        return Ok(());
+    };
+    let Some(request::Body::Hello(h)) = hello.body else {
+        return refuse(
+            &mut stream,
+            hello.seq,
+            "the first message must be a hello".into(),
+        )
+        .await;
+    };
+    if h.protocol_version != PROTOCOL_VERSION {
+        return refuse(
+            &mut stream,
+            hello.seq,
+            format!(
+                "protocol version {} is not {PROTOCOL_VERSION}",
+                h.protocol_version
+            ),
+        )
+        .await;
+    }
+    let cgroup = tenant::cgroup_of(pid);
+    let peer = tenant::Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        cgroup: cgroup.as_deref(),
+        launcher: &h.launcher_tenant,
+    };
+    let tenant = tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer);
+    agent.ensure_tenant(&tenant).await;
+    let limits = {
+        let mut ledger = agent.ledger.lock().expect("ledger");
+        ledger.connect(id, pid, &tenant);
+        ledger.tenants[&tenant].limits
+    };
+    tracing::debug!(
+        conn = id,
+        pid,
+        uid = cred.uid(),
+        tenant,
+        program = h.program,
+        "process connected"
+    );
+    reply(
+        &mut stream,
+        hello.seq,
+        response::Body::Hello(msg::HelloReply {
+            tenant: tenant.clone(),
+            max_send_wr: limits.max_send_wr,
+            max_recv_wr: limits.max_recv_wr,
+            deny_wr_over_cap: limits.deny_wr_over_cap,
+            qp_create_per_sec: limits.qp_create_per_sec,
+            mr_create_per_sec: limits.mr_create_per_sec,
+            allowed_qp_types: Vec::new(),
+        }),
+    )
+    .await?;
+
+    while let Some(req) = read_frame(&mut stream, None).await? {
+        let body = match req.body {
+            Some(request::Body::Admit(a)) => admit(agent, id, &tenant, &a).await,
+            Some(request::Body::Release(r)) => {
+                if let Some(kind) = kind_of(r.resource) {
+                    agent
+                        .ledger
+                        .lock()
+                        .expect("ledger")
+                        .release(id, kind, r.count, r.bytes);
+                }
+                response::Body::Release(msg::ReleaseReply {})
+            }
+            Some(request::Body::Hello(_)) => {
+                return refuse(&mut stream, req.seq, "hello sent twice".into()).await;
+            }
+            None => return refuse(&mut stream, req.seq, "empty request".into()).await,
+        };
+        reply(&mut stream, req.seq, body).await?;
+    }
+    Ok(())
+}
+
+fn kind_of(resource: i32) -> Option<Kind> {
+    match Resource::try_from(resource) {
+        Ok(Resource::Qp) => Some(Kind::Qp),
+        Ok(Resource::Mr) => Some(Kind::Mr),
+        _ => None,
+    }
+}
+
+async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response::Body {
+    let Some(kind) = kind_of(a.resource) else {
+        // CQs and PDs are reported, not capped.
+        return response::Body::Admit(msg::AdmitReply {
+            verdict: Verdict::Allow as i32,
+            granted: 1,
+            ..Default::default()
+        });
+    };
+    let resource = if kind == Kind::Qp { "qp" } else { "mr" };
+    match agent.admit(id, kind, a.prefetch.max(1), a.bytes).await {
+        Decision::Granted { count, bytes } => {
+            agent.metrics.admitted(tenant, resource);
+            response::Body::Admit(msg::AdmitReply {
+                verdict: Verdict::Allow as i32,
+                granted: count,
+                granted_bytes: bytes,
+                ..Default::default()
+            })
+        }
+        Decision::Denied { scope, used, limit } => {
+            agent.metrics.denied(tenant, resource, scope);
+            tracing::info!(
+                conn = id,
+                tenant,
+                resource,
+                scope,
+                used,
+                limit,
+                "admission denied"
+            );
+            response::Body::Admit(msg::AdmitReply {
+                verdict: Verdict::DenyQuota as i32,
+                used,
+                limit,
+                ..Default::default()
+            })
+        }
+        Decision::NeedMore { .. } => {
+            agent.metrics.denied(tenant, resource, "tenant");
+            response::Body::Admit(msg::AdmitReply {
+                verdict: Verdict::DenyQuota as i32,
+                ..Default::default()
+            })
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The agent's HTTP status listener: Prometheus `/metrics` and a JSON `/status` (what
+//! `rdmaq node status` shows).
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{Json, Router, http::header, response::IntoResponse, routing::get};
+use serde::Serialize;
+
+use crate::{Error, agent::Agent, budget::Tenant};
+
+#[derive(Serialize)]
+struct TenantStatus<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    tenant: &'a Tenant,
+    lease_alive: bool,
+    lease_remaining_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    node: &'a str,
+    mode: &'static str,
+    connections: usize,
+    tenants: Vec<TenantStatus<'a>>,
+}
+
+fn status(agent: &Agent) -> serde_json::Value {
+    let ledger = agent.ledger.lock().expect("ledger");
+    let now = Instant::now();
+    let mut tenants: Vec<TenantStatus<'_>> = ledger
+        .tenants
+        .iter()
+        .map(|(name, t)| TenantStatus {
+            name,
+            tenant: t,
+            lease_alive: t.lease_alive(now),
+            lease_remaining_ms: t
+                .lease_valid_until
+                .map(|d| d.saturating_duration_since(now).as_millis() as u64),
+        })
+        .collect();
+    tenants.sort_by_key(|t| t.name);
+    serde_json::to_value(Status {
+        node: &agent.node,
+        mode: if agent.coordinator.is_some() {
+            "coordinator"
+        } else {
+            "standalone"
+        },
+        connections: ledger.conns.len(),
+        tenants,
+    })
+    .unwrap_or_default()
+}
+
+pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
+    let (a1, a2) = (agent.clone(), agent);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let agent = a1.clone();
+                async move {
+                    let body = agent
+                        .metrics
+                        .render(&agent.ledger.lock().expect("ledger"), Instant::now());
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/status",
+            get(move || {
+                let agent = a2.clone();
+                async move { Json(status(&agent)) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Io {
+            path: addr.to_string().into(),
+            source,
+        })?;
+    tracing::info!(%addr, "status and metrics serving");
+    axum::serve(listener, app)
+        .await
+        .map_err(|source| Error::Io {
+            path: addr.to_string().into(),
+            source,
+        })
+}
