@@ -22,6 +22,8 @@ use crate::{
 
 /// How long an admission may wait for the coordinator to grant more allotment.
 pub const ACQUIRE_WAIT: Duration = Duration::from_millis(400);
+/// After a refused or failed acquisition, the next one waits this long.
+pub const ACQUIRE_BACKOFF: Duration = Duration::from_millis(500);
 
 pub struct Agent {
     pub cfg: Config,
@@ -213,6 +215,9 @@ impl Agent {
             Err(e) => {
                 self.metrics.acquire_failed(tenant);
                 tracing::info!(tenant, error = %e.message(), "acquire refused");
+                if let Some(t) = self.ledger.lock().expect("ledger").tenants.get_mut(tenant) {
+                    t.acquire_backoff_until = Some(Instant::now() + ACQUIRE_BACKOFF);
+                }
             }
         }
     }

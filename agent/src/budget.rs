@@ -112,6 +112,10 @@ pub struct Tenant {
     pub recent_peak: Amounts,
     pub admissions: u64,
     pub denials: u64,
+    /// After a failed acquisition, no new one before this (admissions are denied at once
+    /// instead of each waiting for a coordinator that just said no or did not answer).
+    #[serde(skip)]
+    pub acquire_backoff_until: Option<Instant>,
 }
 
 impl Tenant {
@@ -132,6 +136,7 @@ impl Tenant {
             recent_peak: Amounts::default(),
             admissions: 0,
             denials: 0,
+            acquire_backoff_until: None,
         }
     }
 
@@ -277,8 +282,10 @@ impl Ledger {
                 Kind::Qp => node_room.qp == 0,
                 Kind::Mr => node_room.mr == 0 || node_room.mr_bytes < bytes,
             };
-            if t.source == Source::Leased && t.lease_alive(now) && !node_full {
-                // Short of allotment, not of caps: the coordinator may have more.
+            let backoff = t.acquire_backoff_until.is_some_and(|b| now < b);
+            if t.source == Source::Leased && !backoff && !node_full {
+                // Short of allotment (or of a live lease), not of caps: the coordinator may
+                // grant more, and an acquisition renews the lease.
                 let min = one;
                 let chunk = match kind {
                     Kind::Qp => Amounts {
@@ -463,8 +470,8 @@ mod tests {
         let now = Instant::now();
         let mut l = ledger(Limits::default(), Source::Leased);
         assert!(
-            matches!(l.admit(1, Kind::Qp, 1, 0, now), Decision::Denied { .. }),
-            "no lease yet"
+            matches!(l.admit(1, Kind::Qp, 1, 0, now), Decision::NeedMore { .. }),
+            "no lease yet: ask the coordinator"
         );
         let t = l.tenants.get_mut("t").unwrap();
         t.allotment = Amounts {
@@ -487,9 +494,12 @@ mod tests {
                 ..
             }
         ));
-        // The lease lapses: nothing more, even after a release, unless a floor is set.
+        // The lease lapses and the coordinator cannot be reached (backoff after a failed
+        // acquisition): nothing more, even after a release, unless a floor is set.
         l.release(1, Kind::Qp, 1, 0);
         let later = now + Duration::from_secs(6);
+        l.tenants.get_mut("t").unwrap().acquire_backoff_until =
+            Some(later + Duration::from_secs(1));
         assert!(matches!(
             l.admit(1, Kind::Qp, 1, 0, later),
             Decision::Denied { .. }

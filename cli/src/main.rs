@@ -50,6 +50,11 @@ enum Command {
     /// Coordinator cluster status and membership.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
+    /// The local agent: `rdmaq node status`.
+    #[command(subcommand)]
+    Node(cmd::node::NodeCmd),
+    /// Run a program under the intercept library as a tenant.
+    Exec(cmd::exec::ExecArgs),
 }
 
 pub struct Ctx {
@@ -58,6 +63,11 @@ pub struct Ctx {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<String> {
+    match cli.command {
+        Command::Exec(args) => return cmd::exec::run(args),
+        Command::Node(c) => return cmd::node::run(cli.output, c),
+        _ => {}
+    }
     let ctx = Ctx {
         endpoints: Endpoints::new(cli.endpoints, Duration::from_secs(cli.timeout))?,
         format: cli.output,
@@ -67,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Usage { tenant } => cmd::usage::run(&ctx, tenant).await,
         Command::Nodes(c) => cmd::nodes::run(&ctx, c).await,
         Command::Cluster(c) => cmd::cluster::run(&ctx, c).await,
+        Command::Exec(_) | Command::Node(_) => unreachable!("handled above"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! One module per top-level subcommand.
 
 pub mod cluster;
+pub mod exec;
+pub mod node;
 pub mod nodes;
 pub mod quota;
 pub mod usage;

@@ -1,0 +1,179 @@
+//! rdmaq-agent on a soft-RoCE node: a tenant capped across several processes, budget back
+//! within a second of a SIGKILL, `rdmaq exec` and `rdmaq node status`; with a coordinator
+//! on the lab bridge, admissions from live allotments while it is down, then fail-closed.
+//! Needs root and qemu (the lab).
+
+use std::{
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use rdmaq_lab::{Kernel, Lab, LabSpec, Node, bins, lab::HOST_ADDR, programs};
+
+fn start() -> Lab {
+    Lab::start(&LabSpec::new(1, Kernel::from_env()))
+        .unwrap_or_else(|e| panic!("the soft-RoCE lab could not start: {e}"))
+}
+
+fn field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
+}
+
+/// Starts the agent in the node with `config` (TOML) and waits for its socket.
+fn agent<'a>(n: &'a Node, config: &str, extra: &str) -> rdmaq_lab::Pending<'a> {
+    n.run_ok(&format!("cat > /tmp/agent.toml <<'EOF'\n{config}\nEOF"))
+        .unwrap();
+    let p = n.spawn_with_timeout(
+        &format!(
+            "{} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 {extra} > /tmp/agent.log 2>&1",
+            bins::bin("rdmaq-agent").display()
+        ),
+        Duration::from_secs(300),
+    );
+    n.run_ok("for t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ] || cat /tmp/agent.log")
+        .unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+/// `rdmaq exec --tenant TENANT -- verbs_check ARGS` against the node's agent.
+fn exec(tenant: &str, args: &str) -> String {
+    format!(
+        "RDMAQ_AGENT_SOCKET=/tmp/rdmaq.sock RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {} exec --tenant {tenant} --lib {} -- {} {args}",
+        bins::bin("rdmaq").display(),
+        bins::bin("librdmaq_intercept.so").display(),
+        programs::verbs_check().display()
+    )
+}
+
+#[test]
+fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
+    let lab = start();
+    let n = lab.node(1);
+    let _agent = agent(
+        n,
+        "unknown_tenant = \"deny\"\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6\nmax_qp_per_process = 3",
+        "",
+    );
+    // Per-process cap 3 and node cap 6: three processes asking for 4 each get 6 in all.
+    let holders: Vec<_> = (0..3)
+        .map(|i| n.spawn(&format!("{} > /tmp/h{i}.out 2>&1", exec("t1", "hold 4 60"))))
+        .collect();
+    let mut created = Vec::new();
+    for i in 0..3 {
+        let out = n
+            .run_ok(&format!("for t in $(seq 100); do grep -q created /tmp/h{i}.out && break; sleep 0.1; done; cat /tmp/h{i}.out"))
+            .unwrap()
+            .stdout;
+        created.push(field(&out, "created").parse::<u32>().unwrap());
+    }
+    assert_eq!(created.iter().sum::<u32>(), 6, "node cap 6: {created:?}");
+    assert!(
+        created.iter().all(|c| *c <= 3),
+        "per-process cap 3: {created:?}"
+    );
+
+    // A tenant without a quota is denied (unknown_tenant = "deny"), another is unaffected.
+    let other = n.run_ok(&exec("nobody", "qps 1")).unwrap().stdout;
+    assert_eq!(field(&other, "created"), "0", "{other}");
+
+    // SIGKILL a holder: its QPs are admissible again within a second.
+    let (victim, held) = created.iter().enumerate().max_by_key(|(_, c)| **c).unwrap();
+    holders[victim].kill();
+    n.run_ok("sleep 1").unwrap();
+    let out = n.run_ok(&exec("t1", "qps 3")).unwrap().stdout;
+    assert_eq!(field(&out, "created"), held.to_string(), "{out}");
+
+    let status = n
+        .run_ok(&format!(
+            "{} node status --agent 127.0.0.1:9465",
+            bins::bin("rdmaq").display()
+        ))
+        .unwrap()
+        .stdout;
+    assert!(
+        status.contains("t1") && status.contains("standalone"),
+        "{status}"
+    );
+    let metrics = n
+        .run_ok("bash -c \"exec 3<>/dev/tcp/127.0.0.1/9465; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3\"")
+        .unwrap()
+        .stdout;
+    assert!(metrics.contains("rdmaq_agent_denials_total{"), "{metrics}");
+    for h in holders {
+        h.kill();
+    }
+}
+
+struct Coordinator(Child);
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
+    let lab = start();
+    let n = lab.node(1);
+    let dir = lab.dir().join("coordinator");
+    let addr = format!("{HOST_ADDR}:7100");
+    let mut coord = Coordinator(
+        lab.host_command(bins::bin("rdmaq-coordinator"))
+            .args([
+                "--id",
+                "1",
+                "--listen",
+                &addr,
+                "--initial-members",
+                &format!("1={addr}"),
+            ])
+            .args(["--lease-ttl-ms", "4000"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = |args: &[&str]| {
+        lab.host_command(bins::bin("rdmaq"))
+            .args(["--endpoints", &addr])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = cli(&["quota", "set", "t1", "--max-qp", "5"]);
+    assert!(set.status.success(), "{set:?}");
+    let _agent = agent(
+        n,
+        &format!(
+            "node = \"n1\"\nendpoints = [\"{addr}\"]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\""
+        ),
+        "",
+    );
+    // The coordinator's global cap decides through the node's allotment.
+    let out = n.run_ok(&exec("t1", "qps 8")).unwrap().stdout;
+    assert_eq!(
+        field(&out, "created"),
+        "5",
+        "{out}\n{}",
+        n.run("cat /tmp/agent.log").unwrap().stdout
+    );
+    let usage = String::from_utf8_lossy(&cli(&["usage", "t1"]).stdout).to_string();
+    assert!(usage.contains("n1"), "{usage}");
+
+    // The coordinator dies: the live allotment keeps serving admissions...
+    let _ = coord.0.kill();
+    let _ = coord.0.wait();
+    let out = n.run_ok(&exec("t1", "qps 3")).unwrap().stdout;
+    assert_eq!(field(&out, "created"), "3", "{out}");
+    // ...until the lease runs out by the agent's clock (4 s lease, 1 s margin): fail-closed.
+    n.run_ok("sleep 4").unwrap();
+    let out = n.run_ok(&exec("t1", "qps 1")).unwrap().stdout;
+    assert_eq!(field(&out, "created"), "0", "{out}");
+    assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out}");
+}
