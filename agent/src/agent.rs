@@ -36,6 +36,9 @@ pub struct Agent {
     acquiring: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Lease length the coordinator announced.
     pub lease_ttl: Mutex<Duration>,
+    /// Live RDMA objects per process, from the eBPF monitor.
+    pub kernel: Mutex<crate::monitor::KernelView>,
+    pub monitor_up: Mutex<bool>,
 }
 
 pub fn limits_from_quota(q: &pb::Quota) -> Limits {
@@ -71,6 +74,8 @@ impl Agent {
             next_conn: AtomicU64::new(1),
             acquiring: tokio::sync::Mutex::new(HashMap::new()),
             lease_ttl: Mutex::new(Duration::from_secs(10)),
+            kernel: Mutex::new(HashMap::new()),
+            monitor_up: Mutex::new(false),
         }
     }
 

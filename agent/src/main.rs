@@ -3,13 +3,17 @@
 //! use. Configuration: TOML (`--config`, every key in deploy/agent.toml), then `RDMAQ_*`
 //! environment, then flags.
 
+#![deny(unsafe_code)]
+
 mod agent;
+mod btf;
 mod budget;
 mod config;
 mod coordinator;
 mod error;
 mod leases;
 mod metrics;
+mod monitor;
 mod server;
 mod status;
 mod tenant;
@@ -21,9 +25,6 @@ use clap::Parser;
 use rdmaq_common::logging::{self, LogFormat};
 
 pub use error::Error;
-
-/// The eBPF object built by build.rs, embedded so the agent is one file to deploy.
-static EBPF_OBJECT: &[u8] = include_bytes!(env!("RDMAQ_EBPF_OBJECT"));
 
 /// Node agent of rdmaq: admits RDMA resources from the node's allotment.
 #[derive(Debug, Parser)]
@@ -44,6 +45,9 @@ struct Args {
     /// HTTP listener for /metrics and /status.
     #[arg(long, env = "RDMAQ_STATUS_LISTEN")]
     status_listen: Option<SocketAddr>,
+    /// Do not load the eBPF monitor (no kernel view, no backstop).
+    #[arg(long)]
+    no_ebpf: bool,
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
@@ -101,7 +105,6 @@ async fn main() -> anyhow::Result<()> {
         node,
         socket = %cfg.socket.display(),
         mode = if coordinator.is_some() { "coordinator" } else { "standalone" },
-        ebpf_object_bytes = EBPF_OBJECT.len(),
         "rdmaq-agent serving"
     );
     let status_listen = cfg.status_listen;
@@ -115,6 +118,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     tokio::spawn(leases::run(agent.clone()));
+    if !args.no_ebpf {
+        tokio::spawn(monitor::supervise(agent.clone()));
+    }
     let socket = agent.cfg.socket.clone();
     tokio::select! {
         _ = server::serve(listener, agent) => {}
@@ -130,17 +136,5 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::EBPF_OBJECT;
-
-    #[test]
-    fn embedded_object_is_an_ebpf_elf() {
-        assert_eq!(&EBPF_OBJECT[..4], b"\x7fELF", "not an ELF file");
-        // e_machine (offset 18, little endian) is EM_BPF = 247.
-        assert_eq!(u16::from_le_bytes([EBPF_OBJECT[18], EBPF_OBJECT[19]]), 247);
     }
 }

@@ -177,3 +177,84 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     assert_eq!(field(&out, "created"), "0", "{out}");
     assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out}");
 }
+
+fn metric(n: &Node, name: &str) -> u64 {
+    let body = n
+        .run_ok("bash -c \"exec 3<>/dev/tcp/127.0.0.1/9465; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3\"")
+        .unwrap()
+        .stdout;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Runs `server` and `client` (against the node's own address) to completion.
+fn pair(n: &Node, server: &str, client: &str) {
+    let srv = n.spawn(server);
+    std::thread::sleep(Duration::from_secs(2));
+    let cli = n.run(client).unwrap();
+    assert!(cli.success(), "{cli}");
+    srv.wait_ok().unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
+    let lab = Lab::start(&LabSpec::new(1, kernel)).unwrap_or_else(|e| panic!("lab: {e}"));
+    let n = lab.node(1);
+    let _agent = agent(n, "", "");
+    n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done; grep 'eBPF monitor attached' /tmp/agent.log || cat /tmp/agent.log")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = n.addr();
+    let ev = |e: &str| {
+        metric(
+            n,
+            &format!("rdmaq_agent_kernel_events_total{{event=\"{e}\"}}"),
+        )
+    };
+    pair(
+        n,
+        "ibv_rc_pingpong -d rxe0 -g 1 -n 20",
+        &format!("ibv_rc_pingpong -d rxe0 -g 1 -n 20 {a}"),
+    );
+    assert!(
+        ev("qp_create") >= 2 && ev("mr_create") >= 2,
+        "pingpong: qp {} mr {}",
+        ev("qp_create"),
+        ev("mr_create")
+    );
+    let before = ev("qp_create");
+    pair(
+        n,
+        "ib_write_bw -d rxe0 -x 1 -q 8 -n 100",
+        &format!("ib_write_bw -d rxe0 -x 1 -q 8 -n 100 {a}"),
+    );
+    assert!(
+        ev("qp_create") >= before + 16,
+        "ib_write_bw -q 8: {} new QPs",
+        ev("qp_create") - before
+    );
+    let before = ev("qp_create");
+    pair(
+        n,
+        &format!("rping -s -a {a} -C 3"),
+        &format!("rping -c -a {a} -C 3"),
+    );
+    assert!(
+        ev("qp_create") >= before + 2,
+        "rping: {} new QPs",
+        ev("qp_create") - before
+    );
+    n.run_ok("sleep 1").unwrap();
+    // Every object created was destroyed again, and seen destroyed.
+    assert_eq!(ev("qp_create"), ev("qp_destroy"), "QPs");
+    assert_eq!(ev("mr_create"), ev("mr_destroy"), "MRs");
+}
+
+#[test]
+fn ebpf_monitor_sees_every_qp_and_mr_on_debian_6_1() {
+    ebpf_sees_every_qp_and_mr(Kernel::Debian61);
+}
+
+#[test]
+fn ebpf_monitor_sees_every_qp_and_mr_on_debian_6_12() {
+    ebpf_sees_every_qp_and_mr(Kernel::Debian612);
+}

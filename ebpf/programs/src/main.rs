@@ -1,31 +1,153 @@
-//! rdmaq's kernel-side monitor of RDMA object lifetimes (see DESIGN.md, "Kernel monitor").
+//! rdmaq's kernel-side monitor of RDMA object lifetimes (DESIGN.md, "Kernel monitor"):
+//! every user QP and MR the kernel creates or destroys, whichever path the command took
+//! (write() or ioctl), attributed to its process, counted per process and streamed to the
+//! agent. Struct offsets come from the agent (the running kernel's BTF) through `CONFIG`;
+//! destroys are paired with creates by object address, never by `current` (a destroy may
+//! run from another task's exit or close).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{kprobe, map},
-    maps::HashMap,
-    programs::ProbeContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{kprobe, kretprobe, map, tracepoint},
+    maps::{Array, HashMap, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
-use rdmaq_ebpf_common::MAX_PROCESSES;
+use rdmaq_ebpf_common::{Counts, Event, MAX_OBJECTS, MAX_PROCESSES, RESTRACK_MR, config, kind};
 
-/// `ib_create_qp_user` calls per tgid.
 #[map]
-static QP_CREATE_CALLS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+static CONFIG: Array<u64> = Array::with_max_entries(config::LEN, 0);
 
-/// Fires for every user QP creation, whether the command came by write() or ioctl.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// QP address -> owning tgid.
+#[map]
+static QPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_OBJECTS, 0);
+
+/// MR address -> (owning tgid, length) packed as tgid << 48 | length (lengths < 2^48).
+#[map]
+static MRS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_OBJECTS, 0);
+
+/// Live objects per tgid.
+#[map]
+static PROCS: HashMap<u32, Counts> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+fn tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+fn cfg(i: u32) -> u64 {
+    CONFIG.get(i).copied().unwrap_or(0)
+}
+
+fn emit(kind: u32, tgid: u32, ptr: u64, bytes: u64) {
+    if let Some(mut slot) = EVENTS.reserve::<Event>(0) {
+        slot.write(Event { kind, tgid, ptr, bytes });
+        slot.submit(0);
+    }
+}
+
+fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64) {
+    let mut c = PROCS.get_ptr(&tgid).map(|p| {
+        // SAFETY: the pointer comes from a map lookup and is valid for this program run.
+        unsafe { *p }
+    }).unwrap_or_default();
+    c.qps = (c.qps as i64 + qps).max(0) as u64;
+    c.mrs = (c.mrs as i64 + mrs).max(0) as u64;
+    c.mr_bytes = (c.mr_bytes as i64 + bytes).max(0) as u64;
+    let _ = PROCS.insert(&tgid, &c, 0);
+}
+
+/// `ib_create_qp_user` returns the new `struct ib_qp *`, or an ERR_PTR.
+#[kretprobe]
+pub fn qp_create(ctx: RetProbeContext) -> u32 {
+    let ptr: u64 = ctx.ret().unwrap_or(0);
+    if ptr == 0 || ptr >= (-4095i64) as u64 {
+        return 0;
+    }
+    let owner = tgid();
+    let _ = QPS.insert(&ptr, &owner, 0);
+    count(owner, 1, 0, 0);
+    emit(kind::QP_CREATE, owner, ptr, 0);
+    0
+}
+
+/// `ib_destroy_qp_user(struct ib_qp *qp, ...)`
 #[kprobe]
-pub fn ib_create_qp_user(_ctx: ProbeContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    match QP_CREATE_CALLS.get_ptr_mut(&tgid) {
-        // SAFETY: the pointer comes from the map lookup and stays valid for this program
-        // run; a racing increment from another CPU may be lost, which a counter tolerates.
-        Some(count) => unsafe { *count += 1 },
-        None => {
-            // Another CPU may insert first; losing one count then is acceptable here.
-            let _ = QP_CREATE_CALLS.insert(&tgid, &1, 0);
-        }
+pub fn qp_destroy(ctx: ProbeContext) -> u32 {
+    let ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let Some(owner) = QPS.get_ptr(&ptr).map(|p| {
+        // SAFETY: map lookup result, valid for this program run.
+        unsafe { *p }
+    }) else {
+        return 0;
+    };
+    let _ = QPS.remove(&ptr);
+    count(owner, -1, 0, 0);
+    emit(kind::QP_DESTROY, owner, ptr, 0);
+    0
+}
+
+/// `rdma_restrack_add(struct rdma_restrack_entry *res)`: a user MR when
+/// `res->type == RDMA_RESTRACK_MR && res->user`; the MR is `container_of(res, ib_mr, res)`.
+#[kprobe]
+pub fn restrack_add(ctx: ProbeContext) -> u32 {
+    if cfg(config::READY) != 1 {
+        return 0;
+    }
+    let res: u64 = ctx.arg(0).unwrap_or(0);
+    if res == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault yields an error, not a crash.
+    let ty: u32 = unsafe { bpf_probe_read_kernel((res + cfg(config::RESTRACK_TYPE)) as *const u32) }.unwrap_or(0);
+    // SAFETY: as above.
+    let user: u8 = unsafe { bpf_probe_read_kernel((res + cfg(config::RESTRACK_USER)) as *const u8) }.unwrap_or(0);
+    if ty != RESTRACK_MR || user == 0 {
+        return 0;
+    }
+    let mr = res - cfg(config::MR_RES);
+    // SAFETY: as above.
+    let length: u64 = unsafe { bpf_probe_read_kernel((mr + cfg(config::MR_LENGTH)) as *const u64) }.unwrap_or(0);
+    let owner = tgid();
+    let length = length & ((1 << 48) - 1);
+    let _ = MRS.insert(&mr, &((u64::from(owner) << 48) | length), 0);
+    count(owner, 0, 1, length as i64);
+    emit(kind::MR_CREATE, owner, mr, length);
+    0
+}
+
+/// `ib_dereg_mr_user(struct ib_mr *mr, ...)`
+#[kprobe]
+pub fn mr_destroy(ctx: ProbeContext) -> u32 {
+    let ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let Some(packed) = MRS.get_ptr(&ptr).map(|p| {
+        // SAFETY: map lookup result, valid for this program run.
+        unsafe { *p }
+    }) else {
+        return 0;
+    };
+    let _ = MRS.remove(&ptr);
+    let (owner, length) = ((packed >> 48) as u32, packed & ((1 << 48) - 1));
+    count(owner, 0, -1, -(length as i64));
+    emit(kind::MR_DESTROY, owner, ptr, length);
+    0
+}
+
+/// `sched:sched_process_exit`: the process is gone; its objects were destroyed (and
+/// counted down) on the way, so only the empty entry remains to drop.
+#[tracepoint]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // Only the last thread (the thread-group leader's pid == tgid) ends the process.
+    if (id >> 32) as u32 != id as u32 {
+        return 0;
+    }
+    let owner = (id >> 32) as u32;
+    if PROCS.get_ptr(&owner).is_some() {
+        let _ = PROCS.remove(&owner);
+        emit(kind::PROCESS_EXIT, owner, 0, 0);
     }
     0
 }
@@ -39,4 +161,4 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+static LICENSE: [u8; 4] = *b"GPL\0";

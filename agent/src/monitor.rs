@@ -1,0 +1,200 @@
+//! Loads the eBPF monitor into the running kernel: computes struct offsets from its BTF,
+//! attaches the programs to ib_core (once the module is loaded) and streams the object
+//! events into the agent's kernel view.
+//!
+//! The only `unsafe` of the agent lives here (registering the ring buffer's descriptor with
+//! tokio), as DESIGN.md allows for the agent's BPF loading.
+#![allow(unsafe_code)]
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use aya::{
+    Ebpf, include_bytes_aligned,
+    maps::{Array, RingBuf},
+    programs::{KProbe, TracePoint},
+};
+use rdmaq_ebpf_common::{Counts, Event, config, kind};
+use tokio::io::unix::AsyncFd;
+
+use crate::{Error, agent::Agent, btf::Structs};
+
+/// The object built by build.rs (aligned for the ELF parser).
+static OBJECT: &[u8] = include_bytes_aligned!(env!("RDMAQ_EBPF_OBJECT"));
+
+/// (program, kernel function, is a return probe)
+const PROBES: [(&str, &str); 4] = [
+    ("qp_create", "ib_create_qp_user"),
+    ("qp_destroy", "ib_destroy_qp_user"),
+    ("restrack_add", "rdma_restrack_add"),
+    ("mr_destroy", "ib_dereg_mr_user"),
+];
+
+/// What the kernel holds, per process, as the monitor has seen it.
+pub type KernelView = HashMap<u32, Counts>;
+
+fn ebpf(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Ebpf(format!("{what}: {e}"))
+}
+
+fn offsets() -> Result<[(u32, u64); 4], Error> {
+    let base = std::fs::read("/sys/kernel/btf/vmlinux")
+        .map_err(|e| ebpf("reading /sys/kernel/btf/vmlinux", e))?;
+    let ib_core = std::fs::read("/sys/kernel/btf/ib_core")
+        .map_err(|e| ebpf("reading /sys/kernel/btf/ib_core", e))?;
+    let s = Structs::parse(&base, &[("ib_core", &ib_core)]).map_err(|e| ebpf("BTF", e))?;
+    let off = |st: &str, m: &str| s.offset(st, m).map_err(|e| ebpf("BTF", e));
+    Ok([
+        (config::RESTRACK_TYPE, off("rdma_restrack_entry", "type")?),
+        (config::RESTRACK_USER, off("rdma_restrack_entry", "user")?),
+        (config::MR_RES, off("ib_mr", "res")?),
+        (config::MR_LENGTH, off("ib_mr", "length")?),
+    ])
+}
+
+pub struct Monitor {
+    _ebpf: Ebpf,
+    events: AsyncFd<RingBuf<aya::maps::MapData>>,
+}
+
+impl Monitor {
+    /// Loads and attaches everything; fails if ib_core is not loaded or the kernel lacks
+    /// what the programs need.
+    pub fn load() -> Result<Monitor, Error> {
+        if !std::path::Path::new("/sys/module/ib_core").exists() {
+            return Err(Error::Ebpf(
+                "ib_core is not loaded (no RDMA device on this host?)".into(),
+            ));
+        }
+        let offsets = offsets()?;
+        let mut bpf = Ebpf::load(OBJECT).map_err(|e| ebpf("loading the object", e))?;
+        {
+            let mut cfg: Array<_, u64> = Array::try_from(
+                bpf.map_mut("CONFIG")
+                    .ok_or_else(|| ebpf("map", "CONFIG missing"))?,
+            )
+            .map_err(|e| ebpf("CONFIG", e))?;
+            for (i, v) in offsets {
+                cfg.set(i, v, 0).map_err(|e| ebpf("CONFIG", e))?;
+            }
+            cfg.set(config::READY, 1, 0)
+                .map_err(|e| ebpf("CONFIG", e))?;
+        }
+        for (prog, func) in PROBES {
+            let p: &mut KProbe = bpf
+                .program_mut(prog)
+                .ok_or_else(|| ebpf(prog, "missing from the object"))?
+                .try_into()
+                .map_err(|e| ebpf(prog, e))?;
+            p.load().map_err(|e| ebpf(prog, e))?;
+            p.attach(func, 0)
+                .map_err(|e| ebpf(&format!("attaching {prog} to {func}"), e))?;
+        }
+        let tp: &mut TracePoint = bpf
+            .program_mut("process_exit")
+            .ok_or_else(|| ebpf("process_exit", "missing"))?
+            .try_into()
+            .map_err(|e| ebpf("process_exit", e))?;
+        tp.load().map_err(|e| ebpf("process_exit", e))?;
+        tp.attach("sched", "sched_process_exit")
+            .map_err(|e| ebpf("process_exit", e))?;
+        let ring = RingBuf::try_from(
+            bpf.take_map("EVENTS")
+                .ok_or_else(|| ebpf("map", "EVENTS missing"))?,
+        )
+        .map_err(|e| ebpf("EVENTS", e))?;
+        // SAFETY: the AsyncFd owns the ring buffer, so its descriptor stays open (and is not
+        // reused) for as long as it is registered.
+        let events = unsafe { AsyncFd::register(ring) }.map_err(|e| ebpf("EVENTS", e))?;
+        tracing::info!(offsets = ?offsets, "eBPF monitor attached to ib_core");
+        Ok(Monitor { _ebpf: bpf, events })
+    }
+
+    /// Applies kernel events to the agent's view until the process ends.
+    pub async fn run(mut self, agent: Arc<Agent>) {
+        loop {
+            let Ok(mut guard) = self.events.readable_mut().await else {
+                return;
+            };
+            let ring = guard.get_inner_mut();
+            let mut batch = Vec::new();
+            while let Some(item) = ring.next() {
+                if let Some(ev) = Event::from_bytes(&item) {
+                    batch.push(ev);
+                }
+            }
+            guard.clear_ready();
+            if !batch.is_empty() {
+                apply(&agent, &batch);
+            }
+        }
+    }
+}
+
+fn apply(agent: &Agent, events: &[Event]) {
+    let mut view = agent.kernel.lock().expect("kernel view");
+    for ev in events {
+        let name = match ev.kind {
+            kind::QP_CREATE => "qp_create",
+            kind::QP_DESTROY => "qp_destroy",
+            kind::MR_CREATE => "mr_create",
+            kind::MR_DESTROY => "mr_destroy",
+            kind::PROCESS_EXIT => "process_exit",
+            _ => "unknown",
+        };
+        agent
+            .metrics
+            .kernel_events
+            .get_or_create(&vec![("event", name.to_string())])
+            .inc();
+        let c = view.entry(ev.tgid).or_default();
+        match ev.kind {
+            kind::QP_CREATE => c.qps += 1,
+            kind::QP_DESTROY => c.qps = c.qps.saturating_sub(1),
+            kind::MR_CREATE => {
+                c.mrs += 1;
+                c.mr_bytes += ev.bytes;
+            }
+            kind::MR_DESTROY => {
+                c.mrs = c.mrs.saturating_sub(1);
+                c.mr_bytes = c.mr_bytes.saturating_sub(ev.bytes);
+            }
+            _ => {}
+        }
+        if ev.kind == kind::PROCESS_EXIT || *c == Counts::default() {
+            view.remove(&ev.tgid);
+        }
+    }
+}
+
+/// Retries loading until it works (ib_core may load after the agent starts), then runs.
+pub async fn supervise(agent: Arc<Agent>) {
+    let mut warned = false;
+    loop {
+        match Monitor::load() {
+            Ok(m) => {
+                *agent.monitor_up.lock().expect("flag") = true;
+                m.run(agent.clone()).await;
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "eBPF monitor not running; retrying every 5 s (no kernel view, no backstop)");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OBJECT;
+
+    #[test]
+    fn embedded_object_is_an_ebpf_elf() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF", "not an ELF file");
+        // e_machine (offset 18, little endian) is EM_BPF = 247.
+        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247);
+    }
+}
