@@ -22,6 +22,19 @@ pub enum LeaseLost {
     FailStatic,
 }
 
+/// What the agent does about a process holding RDMA objects nobody admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backstop {
+    /// Charge them to the tenant, log and count them.
+    #[default]
+    Report,
+    /// Also cap the process's cgroup with the cgroup-v2 `rdma` controller (`rdma.max`).
+    Cgroup,
+    /// Also kill the process.
+    Kill,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnknownTenant {
@@ -140,6 +153,11 @@ pub struct Config {
     pub fail_static_floor: TenantConfig,
     #[serde(default)]
     pub unknown_tenant: UnknownTenant,
+    #[serde(default)]
+    pub backstop: Backstop,
+    /// Where the cgroup-v2 hierarchy is mounted.
+    #[serde(default = "defaults::cgroup_root")]
+    pub cgroup_root: PathBuf,
     /// Tenant of processes no rule matches.
     #[serde(default = "defaults::default_tenant")]
     pub default_tenant: String,
@@ -161,6 +179,9 @@ mod defaults {
     }
     pub fn lease_margin_ms() -> u64 {
         2_000
+    }
+    pub fn cgroup_root() -> PathBuf {
+        "/sys/fs/cgroup".into()
     }
     pub fn default_tenant() -> String {
         "default".into()

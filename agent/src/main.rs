@@ -14,6 +14,7 @@ mod error;
 mod leases;
 mod metrics;
 mod monitor;
+mod reconcile;
 mod server;
 mod status;
 mod tenant;
@@ -120,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(leases::run(agent.clone()));
     if !args.no_ebpf {
         tokio::spawn(monitor::supervise(agent.clone()));
+        tokio::spawn(reconcile::run(agent.clone()));
     }
     let socket = agent.cfg.socket.clone();
     tokio::select! {

@@ -258,3 +258,81 @@ fn ebpf_monitor_sees_every_qp_and_mr_on_debian_6_1() {
 fn ebpf_monitor_sees_every_qp_and_mr_on_debian_6_12() {
     ebpf_sees_every_qp_and_mr(Kernel::Debian612);
 }
+
+#[test]
+fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() {
+    let lab = start();
+    let n = lab.node(1);
+    let _agent = agent(
+        n,
+        "backstop = \"cgroup\"\n[[rules]]\nuid = 0\ntenant = \"t-root\"\n[tenants.t-root]\nmax_qp = 100",
+        "",
+    );
+    n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done")
+        .unwrap();
+    // A cgroup with the rdma controller, and an offender in it that bypasses the library.
+    n.run_ok(
+        "echo +rdma > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p /sys/fs/cgroup/offender",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let check = programs::verbs_check().display().to_string();
+    let offender = n.spawn(&format!(
+        "echo $$ > /sys/fs/cgroup/offender/cgroup.procs && exec {check} hold 2 30 > /tmp/offender.out 2>&1"
+    ));
+    n.run_ok("for t in $(seq 100); do grep -q created /tmp/offender.out && break; sleep 0.1; done")
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Detected within a second: a log line naming pid and tenant, and the metric.
+    let log = n
+        .run_ok("for t in $(seq 20); do grep -q 'unadmitted RDMA objects' /tmp/agent.log && break; sleep 0.1; done; grep 'unadmitted RDMA objects' /tmp/agent.log")
+        .unwrap_or_else(|e| panic!("not reported: {e}"))
+        .stdout;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "reported after {:?}",
+        started.elapsed()
+    );
+    let pid = n
+        .run_ok("pidof verbs_check")
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(
+        log.contains(&format!("pid={pid}")) && log.contains("t-root"),
+        "{log}"
+    );
+    assert!(metric(n, "rdmaq_agent_unadmitted_objects_total{tenant=\"t-root\"}") >= 2);
+    // Charged to the tenant.
+    let status = n
+        .run_ok(&format!(
+            "{} node status --agent 127.0.0.1:9465 -o json",
+            bins::bin("rdmaq").display()
+        ))
+        .unwrap()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let t = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "t-root")
+        .unwrap();
+    assert_eq!(t["unadmitted"]["qp"], 2, "{status}");
+    // The cgroup is capped: the kernel refuses a further creation in it.
+    let capped = n
+        .run_ok("cat /sys/fs/cgroup/offender/rdma.max")
+        .unwrap()
+        .stdout;
+    assert!(capped.contains("hca_object="), "rdma.max: {capped}");
+    let second = n
+        .run(&format!(
+            "echo $$ > /sys/fs/cgroup/offender/cgroup.procs && exec {check} qps 1"
+        ))
+        .unwrap();
+    assert!(
+        !second.success() || second.stdout.contains("created 0"),
+        "a creation in the capped cgroup succeeded:\n{second}"
+    );
+    offender.kill();
+}

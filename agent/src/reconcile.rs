@@ -1,0 +1,170 @@
+//! Reconciliation and the backstop: the library's view (tokens each process holds) against
+//! the kernel's (the eBPF monitor's live objects per process). Objects nobody admitted — a
+//! program run without the preload, statically linked, or calling ioctl directly — are
+//! charged to the process's tenant and reported; by policy the agent then caps the
+//! process's cgroup with the cgroup-v2 `rdma` controller, or kills the process.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use crate::{agent::Agent, budget::Amounts, config::Backstop, tenant};
+
+const PERIOD: Duration = Duration::from_millis(250);
+
+/// A process's uid and gid from /proc (for processes the library never connected).
+fn ids(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("Uid:")?, field("Gid:")?))
+}
+
+pub async fn run(agent: Arc<Agent>) {
+    let mut reported: HashMap<u32, Amounts> = HashMap::new();
+    let mut capped: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(PERIOD);
+    loop {
+        tick.tick().await;
+        let kernel = agent.kernel.lock().expect("kernel view").clone();
+        // (pid, tenant, unadmitted) for every process holding more than it was admitted.
+        let mut found = Vec::new();
+        {
+            let ledger = agent.ledger.lock().expect("ledger");
+            for (pid, k) in &kernel {
+                let mut held = Amounts::default();
+                let mut tenant = None;
+                for c in ledger.conns.values().filter(|c| c.pid == *pid) {
+                    held = held.add(c.held);
+                    tenant = Some(c.tenant.clone());
+                }
+                let extra = Amounts {
+                    qp: k.qps,
+                    mr: k.mrs,
+                    mr_bytes: k.mr_bytes,
+                }
+                .sub(held);
+                if extra.qp > 0 || extra.mr > 0 {
+                    found.push((*pid, tenant, extra));
+                }
+            }
+        }
+        let mut per_tenant: HashMap<String, Amounts> = HashMap::new();
+        for (pid, tenant, extra) in &found {
+            let tenant = match tenant {
+                Some(t) => t.clone(),
+                None => {
+                    let (uid, gid) = ids(*pid).unwrap_or((u32::MAX, u32::MAX));
+                    let cgroup = tenant::cgroup_of(*pid);
+                    let peer = tenant::Peer {
+                        uid,
+                        gid,
+                        cgroup: cgroup.as_deref(),
+                        launcher: "",
+                    };
+                    tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer)
+                }
+            };
+            if reported.get(pid) != Some(extra) {
+                tracing::warn!(
+                    pid,
+                    tenant,
+                    qps = extra.qp,
+                    mrs = extra.mr,
+                    mr_bytes = extra.mr_bytes,
+                    "unadmitted RDMA objects"
+                );
+                agent
+                    .metrics
+                    .unadmitted_found
+                    .get_or_create(&vec![("tenant", tenant.clone())])
+                    .inc_by(extra.qp + extra.mr);
+                reported.insert(*pid, *extra);
+                backstop(&agent, *pid, &tenant, &mut capped);
+            }
+            let e = per_tenant.entry(tenant).or_default();
+            *e = e.add(*extra);
+        }
+        reported.retain(|pid, _| found.iter().any(|(p, _, _)| p == pid));
+        for tenant in per_tenant.keys() {
+            agent.ensure_tenant(tenant).await;
+        }
+        let mut ledger = agent.ledger.lock().expect("ledger");
+        for (name, t) in ledger.tenants.iter_mut() {
+            t.unadmitted = per_tenant.get(name).copied().unwrap_or_default();
+        }
+    }
+}
+
+fn backstop(agent: &Agent, pid: u32, tenant: &str, capped: &mut HashSet<String>) {
+    match agent.cfg.backstop {
+        Backstop::Report => {}
+        Backstop::Kill => {
+            let r = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::SIGKILL,
+            );
+            tracing::warn!(pid, tenant, result = ?r, "backstop: killed a process holding unadmitted RDMA objects");
+        }
+        Backstop::Cgroup => {
+            let Some(cgroup) = tenant::cgroup_of(pid) else {
+                return;
+            };
+            if cgroup == "/" || !capped.insert(cgroup.clone()) {
+                if cgroup == "/" {
+                    tracing::warn!(
+                        pid,
+                        tenant,
+                        "backstop: the process is in the root cgroup, which rdma.max cannot cap"
+                    );
+                }
+                return;
+            }
+            match cap_cgroup(&agent.cfg.cgroup_root, &cgroup) {
+                Ok(limit) => tracing::warn!(
+                    pid,
+                    tenant,
+                    cgroup,
+                    limit,
+                    "backstop: capped the cgroup's RDMA objects at their current count"
+                ),
+                Err(e) => {
+                    tracing::warn!(pid, tenant, cgroup, error = %e, "backstop: cannot cap the cgroup")
+                }
+            }
+        }
+    }
+}
+
+/// Sets `rdma.max` of `cgroup` to its current use on every device: the kernel then refuses
+/// any further RDMA object in it.
+fn cap_cgroup(root: &Path, cgroup: &str) -> std::io::Result<String> {
+    let dir = root.join(cgroup.trim_start_matches('/'));
+    let current = std::fs::read_to_string(dir.join("rdma.current"))?;
+    let mut limits = Vec::new();
+    for line in current.lines() {
+        let mut parts = line.split_whitespace();
+        let Some(dev) = parts.next() else { continue };
+        let objects = parts
+            .find_map(|p| p.strip_prefix("hca_object="))
+            .unwrap_or("0");
+        limits.push(format!("{dev} hca_object={objects}"));
+    }
+    if limits.is_empty() {
+        return Err(std::io::Error::other("rdma.current lists no device"));
+    }
+    for l in &limits {
+        std::fs::write(dir.join("rdma.max"), l)?;
+    }
+    Ok(limits.join(", "))
+}
