@@ -39,6 +39,10 @@ pub struct Agent {
     /// Live RDMA objects per process, from the eBPF monitor.
     pub kernel: Mutex<crate::monitor::KernelView>,
     pub monitor_up: Mutex<bool>,
+    /// Processes that held RDMA objects before the agent started: they may have been
+    /// admitted by a previous agent, so the backstop leaves them alone (they are still
+    /// charged until their library reconnects and claims them).
+    pub preexisting: Mutex<std::collections::HashSet<u32>>,
 }
 
 pub fn limits_from_quota(q: &pb::Quota) -> Limits {
@@ -76,6 +80,7 @@ impl Agent {
             lease_ttl: Mutex::new(Duration::from_secs(10)),
             kernel: Mutex::new(HashMap::new()),
             monitor_up: Mutex::new(false),
+            preexisting: Mutex::new(std::collections::HashSet::new()),
         }
     }
 

@@ -215,6 +215,18 @@ impl Ledger {
         );
     }
 
+    /// A (re)connecting process says what it already holds: adopted as held by this
+    /// connection (the caller bounds the claim by what the kernel shows).
+    pub fn adopt(&mut self, id: u64, held: Amounts) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.held = conn.held.add(held);
+        if let Some(t) = self.tenants.get_mut(&conn.tenant) {
+            t.used = t.used.add(held);
+        }
+    }
+
     /// The process closed its connection (or died): what it held is free again.
     pub fn disconnect(&mut self, id: u64) -> Option<Conn> {
         let conn = self.conns.remove(&id)?;

@@ -166,12 +166,64 @@ fn apply(agent: &Agent, events: &[Event]) {
     }
 }
 
+/// The kernel's own list of live QPs and MRs per process (the RDMA netlink resource dump
+/// that `rdma resource show` prints): the starting point of the view, so that a restarted
+/// agent counts objects created before it started, once.
+pub fn dump() -> Result<KernelView, Error> {
+    let mut view = KernelView::new();
+    for what in ["qp", "mr"] {
+        let out = std::process::Command::new("rdma")
+            .args(["resource", "show", what, "-j"])
+            .output()
+            .map_err(|e| ebpf("running `rdma resource show`", e))?;
+        if !out.status.success() {
+            return Err(ebpf(
+                "rdma resource show",
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let entries: Vec<serde_json::Value> = serde_json::from_str(text.trim()).unwrap_or_default();
+        for e in entries {
+            // Objects of kernel users have no pid.
+            let Some(pid) = e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
+                continue;
+            };
+            let c = view.entry(pid).or_default();
+            if what == "qp" {
+                c.qps += 1;
+            } else {
+                c.mrs += 1;
+                c.mr_bytes += e["mrlen"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok(view)
+}
+
 /// Retries loading until it works (ib_core may load after the agent starts), then runs.
 pub async fn supervise(agent: Arc<Agent>) {
     let mut warned = false;
     loop {
         match Monitor::load() {
             Ok(m) => {
+                // Attached first, then the dump: an object created in between shows in both,
+                // and the next dump-free event stream corrects nothing for it, so replace the
+                // view wholesale with the dump (events that arrived meanwhile are in it).
+                match dump() {
+                    Ok(view) => {
+                        let pids: Vec<u32> = view.keys().copied().collect();
+                        tracing::info!(
+                            processes = pids.len(),
+                            "kernel view seeded from the RDMA resource dump"
+                        );
+                        *agent.kernel.lock().expect("kernel view") = view;
+                        agent.preexisting.lock().expect("preexisting").extend(pids);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no RDMA resource dump; objects created before the agent started are not counted")
+                    }
+                }
                 *agent.monitor_up.lock().expect("flag") = true;
                 m.run(agent.clone()).await;
                 return;

@@ -15,6 +15,20 @@ use crate::{agent::Agent, budget::Amounts, config::Backstop, tenant};
 
 const PERIOD: Duration = Duration::from_millis(250);
 
+/// The launcher's tenant (`RDMAQ_TENANT`) in a process's environment, for processes not
+/// connected (yet) through the library; honoured only where the matching rule allows it.
+fn launcher_tenant(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .ok()
+        .and_then(|env| {
+            env.split(|b| *b == 0).find_map(|kv| {
+                kv.strip_prefix(b"RDMAQ_TENANT=")
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        })
+        .unwrap_or_default()
+}
+
 /// A process's uid and gid from /proc (for processes the library never connected).
 fn ids(pid: u32) -> Option<(u32, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -66,11 +80,12 @@ pub async fn run(agent: Arc<Agent>) {
                 None => {
                     let (uid, gid) = ids(*pid).unwrap_or((u32::MAX, u32::MAX));
                     let cgroup = tenant::cgroup_of(*pid);
+                    let launcher = launcher_tenant(*pid);
                     let peer = tenant::Peer {
                         uid,
                         gid,
                         cgroup: cgroup.as_deref(),
-                        launcher: "",
+                        launcher: &launcher,
                     };
                     tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer)
                 }
@@ -90,7 +105,15 @@ pub async fn run(agent: Arc<Agent>) {
                     .get_or_create(&vec![("tenant", tenant.clone())])
                     .inc_by(extra.qp + extra.mr);
                 reported.insert(*pid, *extra);
-                backstop(&agent, *pid, &tenant, &mut capped);
+                if agent.preexisting.lock().expect("preexisting").contains(pid) {
+                    tracing::info!(
+                        pid,
+                        tenant,
+                        "held objects before this agent started: charged, not punished"
+                    );
+                } else {
+                    backstop(&agent, *pid, &tenant, &mut capped);
+                }
             }
             let e = per_tenant.entry(tenant).or_default();
             *e = e.add(*extra);

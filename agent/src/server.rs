@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     Error,
     agent::Agent,
-    budget::{Decision, Kind},
+    budget::{Amounts, Decision, Kind},
     tenant,
 };
 
@@ -176,9 +176,33 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
     };
     let tenant = tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer);
     agent.ensure_tenant(&tenant).await;
+    // What the process says it holds (after an agent restart), never more than the kernel
+    // shows for it when the monitor runs.
+    let claim = Amounts {
+        qp: h.held_qps,
+        mr: h.held_mrs,
+        mr_bytes: h.held_mr_bytes,
+    };
+    let claim = if *agent.monitor_up.lock().expect("flag") {
+        let k = agent
+            .kernel
+            .lock()
+            .expect("kernel view")
+            .get(&pid)
+            .copied()
+            .unwrap_or_default();
+        claim.min(Amounts {
+            qp: k.qps,
+            mr: k.mrs,
+            mr_bytes: k.mr_bytes,
+        })
+    } else {
+        claim
+    };
     let limits = {
         let mut ledger = agent.ledger.lock().expect("ledger");
         ledger.connect(id, pid, &tenant);
+        ledger.adopt(id, claim);
         ledger.tenants[&tenant].limits
     };
     tracing::debug!(

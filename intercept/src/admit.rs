@@ -207,8 +207,11 @@ impl Process {
         if let AgentLink::Down { retry_at } = self.agent
             && Instant::now() >= retry_at
         {
-            match AgentConn::connect(&self.cfg) {
+            match AgentConn::connect(&self.cfg, self.counts()) {
                 Ok(conn) => {
+                    // Tokens from an earlier connection (an agent that restarted) are not
+                    // the new agent's; what the process holds was just claimed instead.
+                    self.tokens = Tokens::default();
                     log_at!(
                         &self.cfg,
                         Info,

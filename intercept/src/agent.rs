@@ -28,7 +28,7 @@ fn proto_err(what: impl std::fmt::Display) -> io::Error {
 impl AgentConn {
     /// Connects and introduces the process; the agent answers with its tenant's in-process
     /// limits (work-request caps, rates, allowed QP types).
-    pub fn connect(cfg: &Config) -> io::Result<AgentConn> {
+    pub fn connect(cfg: &Config, held: crate::admit::Counts) -> io::Result<AgentConn> {
         let stream = UnixStream::connect(&cfg.agent_socket)?;
         let timeout = Some(Duration::from_millis(cfg.agent_timeout_ms.max(1)));
         stream.set_read_timeout(timeout)?;
@@ -43,6 +43,9 @@ impl AgentConn {
             protocol_version: PROTOCOL_VERSION,
             launcher_tenant: cfg.launcher_tenant.clone(),
             program,
+            held_qps: held.qps,
+            held_mrs: held.mrs,
+            held_mr_bytes: held.mr_bytes,
         }))?;
         match reply {
             response::Body::Hello(h) => conn.hello = h,

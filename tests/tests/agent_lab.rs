@@ -336,3 +336,62 @@ fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() 
     );
     offender.kill();
 }
+
+#[test]
+fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
+    let lab = start();
+    let n = lab.node(1);
+    let config =
+        "[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6";
+    let first = agent(n, config, "");
+    n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done").unwrap();
+    let holder = n.spawn(&format!(
+        "{} > /tmp/holder.out 2>&1",
+        exec("t1", "hold 4 60")
+    ));
+    n.run_ok("for t in $(seq 100); do grep -q created /tmp/holder.out && break; sleep 0.1; done")
+        .unwrap();
+    assert_eq!(
+        field(&n.run_ok("cat /tmp/holder.out").unwrap().stdout, "created"),
+        "4"
+    );
+
+    // kill -9 the agent and start a new one while the holder keeps its QPs.
+    first.kill();
+    n.run_ok("sleep 0.5; rm -f /tmp/rdmaq.sock").unwrap();
+    let _second = agent(n, config, "");
+    n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done; sleep 1").unwrap();
+    let kernel_qps = n
+        .run_ok("rdma resource show qp | grep -c 'comm verbs_check'")
+        .unwrap()
+        .stdout
+        .trim()
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(kernel_qps, 4);
+    let status = n
+        .run_ok(&format!(
+            "{} node status --agent 127.0.0.1:9465 -o json",
+            bins::bin("rdmaq").display()
+        ))
+        .unwrap()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let t1 = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "t1")
+        .unwrap_or_else(|| panic!("{status}"));
+    let charged = t1["used"]["qp"].as_u64().unwrap() + t1["unadmitted"]["qp"].as_u64().unwrap();
+    assert_eq!(
+        charged, kernel_qps,
+        "after restart the agent counts the kernel's QPs once: {status}"
+    );
+    // Admissions continue, from what is left of the cap: 6 - 4.
+    let out = n.run_ok(&exec("t1", "qps 4")).unwrap().stdout;
+    assert_eq!(field(&out, "created"), "2", "{out}");
+    // The holder was not punished for objects a previous agent admitted.
+    assert!(n.run_ok("pidof verbs_check").is_ok(), "the holder died");
+    holder.kill();
+}
