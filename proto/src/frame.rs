@@ -80,4 +80,21 @@ mod tests {
     fn garbage_body_is_an_error_not_a_panic() {
         assert!(decode::<Request>(&[0xff, 0xff, 0xff]).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The decoder either decodes or errs on any input; it never panics, and whatever it
+        /// decodes re-encodes within the frame limit.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if bytes.len() >= HEADER_LEN {
+                let _ = body_len(bytes[..HEADER_LEN].try_into().unwrap());
+            }
+            if let Ok(req) = decode::<Request>(&bytes) {
+                proptest::prop_assert!(encode(&req).is_ok());
+            }
+            let _ = decode::<crate::intercept::Response>(&bytes);
+        }
+    }
 }

@@ -1,0 +1,262 @@
+//! The agent's admission socket against bad and hostile clients, on the host (standalone
+//! mode, no eBPF): garbage, oversized frames, out-of-order messages and a client that says
+//! nothing get an error or a closed connection, never a crash, and never block others.
+
+use std::{
+    io::{Read, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use rdmaq_lab::bins;
+use rdmaq_proto::{
+    frame,
+    intercept::{self as msg, PROTOCOL_VERSION, Resource, Verdict, request, response},
+};
+
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(config: &str) -> Agent {
+    let dir = std::env::temp_dir().join(format!(
+        "rdmaq-agent-sock-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("agent.toml"), config).unwrap();
+    let child = Command::new(bins::bin("rdmaq-agent"))
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--socket")
+        .arg(dir.join("agent.sock"))
+        .arg("--no-ebpf")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if UnixStream::connect(dir.join("agent.sock")).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Agent { child, dir }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn send(s: &mut UnixStream, seq: u64, body: request::Body) {
+    s.write_all(
+        &frame::encode(&msg::Request {
+            seq,
+            body: Some(body),
+        })
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+fn recv(s: &mut UnixStream) -> Option<msg::Response> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).ok()?;
+    let mut b = vec![0u8; frame::body_len(h).ok()?];
+    s.read_exact(&mut b).ok()?;
+    frame::decode(&b).ok()
+}
+
+fn hello(s: &mut UnixStream) -> msg::HelloReply {
+    send(
+        s,
+        1,
+        request::Body::Hello(msg::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            ..Default::default()
+        }),
+    );
+    match recv(s).and_then(|r| r.body) {
+        Some(response::Body::Hello(h)) => h,
+        other => panic!("no hello reply: {other:?}"),
+    }
+}
+
+fn admit_qps(s: &mut UnixStream, seq: u64, n: u32) -> msg::AdmitReply {
+    send(
+        s,
+        seq,
+        request::Body::Admit(msg::Admit {
+            resource: Resource::Qp as i32,
+            prefetch: n,
+            ..Default::default()
+        }),
+    );
+    match recv(s).and_then(|r| r.body) {
+        Some(response::Body::Admit(a)) => a,
+        other => panic!("no admit reply: {other:?}"),
+    }
+}
+
+/// The connection was closed by the agent (EOF), possibly after an error reply.
+fn closed(s: &mut UnixStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn hostile_clients_get_closed_and_never_block_others() {
+    let a = start("default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = 5\nmax_qp_per_process = 5\n");
+    let sock = a.dir.join("agent.sock");
+
+    // A client that connects and says nothing does not block anyone.
+    let _silent = connect(&sock);
+    // Garbage bytes.
+    let mut g = connect(&sock);
+    g.write_all(b"\x05\x00\x00\x00\xff\xff\xff\xff\xff")
+        .unwrap();
+    assert!(closed(&mut g), "garbage not answered by a close");
+    // An oversized frame header: refused before any allocation.
+    let mut big = connect(&sock);
+    big.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    assert!(closed(&mut big), "oversized frame not refused");
+    // Admit before hello: an error, then the close.
+    let mut early = connect(&sock);
+    send(
+        &mut early,
+        1,
+        request::Body::Admit(msg::Admit {
+            resource: Resource::Qp as i32,
+            ..Default::default()
+        }),
+    );
+    let r = recv(&mut early).expect("an error reply");
+    assert!(matches!(r.body, Some(response::Body::Error(_))), "{r:?}");
+    assert!(closed(&mut early));
+    // A second hello: error and close.
+    let mut twice = connect(&sock);
+    hello(&mut twice);
+    send(
+        &mut twice,
+        2,
+        request::Body::Hello(msg::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(
+        recv(&mut twice).and_then(|r| r.body),
+        Some(response::Body::Error(_))
+    ));
+    assert!(closed(&mut twice));
+    // A wrong protocol version.
+    let mut old = connect(&sock);
+    send(
+        &mut old,
+        1,
+        request::Body::Hello(msg::Hello {
+            protocol_version: 999,
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(
+        recv(&mut old).and_then(|r| r.body),
+        Some(response::Body::Error(_))
+    ));
+
+    // Meanwhile a well-behaved client is served, and the cap holds.
+    let mut good = connect(&sock);
+    assert_eq!(hello(&mut good).tenant, "t1");
+    let r = admit_qps(&mut good, 2, 4);
+    assert_eq!((r.verdict, r.granted), (Verdict::Allow as i32, 4));
+    let r = admit_qps(&mut good, 3, 4);
+    assert_eq!((r.verdict, r.granted), (Verdict::Allow as i32, 1));
+    let r = admit_qps(&mut good, 4, 1);
+    assert_eq!(r.verdict, Verdict::DenyQuota as i32);
+    // A client cannot release what it does not hold: another client's budget stays held.
+    let mut thief = connect(&sock);
+    hello(&mut thief);
+    send(
+        &mut thief,
+        2,
+        request::Body::Release(msg::Release {
+            resource: Resource::Qp as i32,
+            count: 5,
+            bytes: 0,
+        }),
+    );
+    recv(&mut thief).unwrap();
+    assert_eq!(
+        admit_qps(&mut thief, 3, 1).verdict,
+        Verdict::DenyQuota as i32,
+        "a release of nothing freed budget"
+    );
+    // When the holder goes away, its budget is free.
+    drop(good);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(admit_qps(&mut thief, 4, 5).granted, 5);
+}
+
+#[test]
+fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
+    let dir = std::env::temp_dir().join(format!("rdmaq-agent-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A stale socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap());
+    assert!(dir.join("agent.sock").exists());
+    std::fs::write(dir.join("agent.toml"), "socket_mode = \"0660\"\n").unwrap();
+    let mut child = Command::new(bins::bin("rdmaq-agent"))
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--socket")
+        .arg(dir.join("agent.sock"))
+        .arg("--no-ebpf")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if UnixStream::connect(dir.join("agent.sock")).is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::fs::metadata(dir.join("agent.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "the agent did not replace the stale socket");
+    assert_eq!(mode, 0o660);
+}
