@@ -1,0 +1,216 @@
+//! Admission round trip over the agent's socket, and the agent's cost: p50/p99 of an
+//! Admit (one QP, no prefetch) with 1 and 32 concurrent clients, then the agent's CPU and
+//! RSS idle and under a paced 10,000 admissions/s. Standalone agent on the host, no eBPF.
+//!
+//!     cargo build --release --workspace
+//!     target/release/agent-bench
+#![forbid(unsafe_code)]
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rdmaq_lab::bins;
+use rdmaq_proto::{
+    frame,
+    intercept::{self as msg, PROTOCOL_VERSION, Resource, request},
+};
+
+fn call(s: &mut UnixStream, seq: u64, body: request::Body) {
+    s.write_all(
+        &frame::encode(&msg::Request {
+            seq,
+            body: Some(body),
+        })
+        .expect("encode"),
+    )
+    .expect("write");
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).expect("read");
+    let mut b = vec![0u8; frame::body_len(h).expect("len")];
+    s.read_exact(&mut b).expect("read");
+}
+
+fn client(sock: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    call(
+        &mut s,
+        0,
+        request::Body::Hello(msg::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            ..Default::default()
+        }),
+    );
+    s
+}
+
+fn admit() -> request::Body {
+    request::Body::Admit(msg::Admit {
+        resource: Resource::Qp as i32,
+        prefetch: 1,
+        ..Default::default()
+    })
+}
+
+fn release() -> request::Body {
+    request::Body::Release(msg::Release {
+        resource: Resource::Qp as i32,
+        count: 1,
+        bytes: 0,
+    })
+}
+
+/// (utime + stime in clock ticks, RSS in KiB) of a process.
+fn usage(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = rest
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + rest
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+fn cpu_percent(pid: u32, over: Duration, during: impl FnOnce()) -> (f64, u64) {
+    let (t0, _) = usage(pid);
+    let start = Instant::now();
+    during();
+    std::thread::sleep(over.saturating_sub(start.elapsed()));
+    let (t1, rss) = usage(pid);
+    let hz = 100.0; // USER_HZ on Linux
+    (
+        (t1 - t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0,
+        rss,
+    )
+}
+
+/// The floor: the same request/reply pattern against a plain blocking echo thread, which
+/// costs only the socket and the thread wake-ups.
+fn baseline(dir: &Path) {
+    let path = dir.join("echo.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 64];
+        loop {
+            let mut h = [0u8; 4];
+            if s.read_exact(&mut h).is_err() {
+                return;
+            }
+            let len = u32::from_le_bytes(h) as usize;
+            if s.read_exact(&mut buf[..len]).is_err() {
+                return;
+            }
+            let _ = s.write_all(&h).and_then(|_| s.write_all(&buf[..len]));
+        }
+    });
+    let mut s = UnixStream::connect(&path).expect("connect");
+    let mut lat = Vec::new();
+    for i in 0..20_000u64 {
+        let t = Instant::now();
+        call(&mut s, i, admit());
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+    println!(
+        "baseline (blocking echo thread, same frames): p50 {:.1} us, p99 {:.1} us",
+        q(0.5),
+        q(0.99)
+    );
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("rdmaq-agent-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("agent.sock");
+    let mut agent = Command::new(bins::bin("rdmaq-agent"))
+        .args(["--no-ebpf", "--socket"])
+        .arg(&sock)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rdmaq-agent");
+    while UnixStream::connect(&sock).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = agent.id();
+    baseline(&dir);
+    for clients in [1usize, 32] {
+        let per_client = if clients == 1 { 20_000 } else { 2_000 };
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let sock = sock.clone();
+                std::thread::spawn(move || {
+                    let mut s = client(&sock);
+                    let mut lat = Vec::with_capacity(per_client);
+                    for i in 0..per_client as u64 {
+                        let t = Instant::now();
+                        call(&mut s, 2 * i + 1, admit());
+                        lat.push(t.elapsed());
+                        call(&mut s, 2 * i + 2, release());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut all: Vec<Duration> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client"))
+            .collect();
+        all.sort();
+        let q = |p: f64| all[((all.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+        println!(
+            "{clients:>2} client(s): {} admissions, round trip p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+            all.len(),
+            q(0.50),
+            q(0.99),
+            q(1.0)
+        );
+    }
+    let (idle, rss_idle) = cpu_percent(pid, Duration::from_secs(5), || {});
+    println!("idle: CPU {idle:.2} %, RSS {rss_idle} KiB");
+    let (busy, rss_busy) = cpu_percent(pid, Duration::from_secs(5), || {
+        // 10 clients x 1000 admissions/s, paced.
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                let sock = sock.clone();
+                std::thread::spawn(move || {
+                    let mut s = client(&sock);
+                    let start = Instant::now();
+                    for i in 0..5000u64 {
+                        let due = start + Duration::from_micros(i * 1000);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        call(&mut s, 2 * i + 1, admit());
+                        call(&mut s, 2 * i + 2, release());
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("client");
+        }
+    });
+    println!("10,000 admissions/s (+ as many releases): CPU {busy:.1} %, RSS {rss_busy} KiB");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
