@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The multi-process and lab tests run the workspace's binaries (agent, coordinator, CLI,
+# the intercept library), which `cargo test` alone does not build.
+cargo build --workspace
 cargo test --workspace "$@"
 
 # The lab must leave nothing behind.

@@ -21,7 +21,8 @@ use crate::{
 };
 
 /// How long an admission may wait for the coordinator to grant more allotment.
-pub const ACQUIRE_WAIT: Duration = Duration::from_millis(400);
+/// (The library waits 2 s for the agent's answer by default, so this stays well below.)
+pub const ACQUIRE_WAIT: Duration = Duration::from_millis(1000);
 /// After a refused or failed acquisition, the next one waits this long.
 pub const ACQUIRE_BACKOFF: Duration = Duration::from_millis(500);
 

@@ -54,10 +54,10 @@ mod defaults {
         2_000
     }
     pub fn raft_heartbeat_ms() -> u64 {
-        50
+        100
     }
     pub fn election_timeout_ms() -> u64 {
-        300
+        400
     }
     pub fn quorum_timeout_ms() -> u64 {
         5_000

@@ -59,11 +59,12 @@ pub struct Config {
     pub host_state: PathBuf,
     /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
     pub agent_socket: PathBuf,
-    /// `RDMAQ_AGENT_FAILURE` = open (default) | closed.
+    /// `RDMAQ_AGENT_FAILURE` = closed (default) | open.
     pub agent_failure: AgentFailure,
     /// `RDMAQ_TENANT`: the launcher's tenant (`rdmaq exec --tenant`), if the agent allows it.
     pub launcher_tenant: String,
-    /// `RDMAQ_AGENT_TIMEOUT_MS` (default 500): per round trip to the agent.
+    /// `RDMAQ_AGENT_TIMEOUT_MS` (default 2000): per round trip to the agent (which may
+    /// itself wait up to a second for the coordinator on a tenant's first admission).
     pub agent_timeout_ms: u64,
 }
 
@@ -155,12 +156,13 @@ impl Config {
             agent_socket: var("RDMAQ_AGENT_SOCKET")
                 .unwrap_or_else(|| "/run/rdmaq/agent.sock".into())
                 .into(),
+            // A quota must hold while its agent is unreachable: closed unless asked otherwise.
             agent_failure: match var("RDMAQ_AGENT_FAILURE").as_deref() {
-                Some("closed") => AgentFailure::Closed,
-                _ => AgentFailure::Open,
+                Some("open") => AgentFailure::Open,
+                _ => AgentFailure::Closed,
             },
             launcher_tenant: var("RDMAQ_TENANT").unwrap_or_default(),
-            agent_timeout_ms: num("RDMAQ_AGENT_TIMEOUT_MS", 500),
+            agent_timeout_ms: num("RDMAQ_AGENT_TIMEOUT_MS", 2000),
         }
     }
 

@@ -30,8 +30,7 @@ pub fn bin(name: &str) -> PathBuf {
         }
     }
     panic!(
-        "{name} is not built next to {}; run `cargo build --workspace` first (cargo test \
-         --workspace builds it)",
+        "{name} is not built next to {}; run `cargo build --workspace` first",
         exe.display()
     )
 }

@@ -30,6 +30,9 @@ pub struct CoordinatorCluster {
     pub members: Vec<Member>,
     extra: Vec<String>,
     initial: String,
+    /// Run members and the CLI inside this network namespace (the soft-RoCE lab's), where
+    /// the lab nodes can reach them.
+    netns: Option<String>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -40,8 +43,30 @@ fn free_port() -> SocketAddr {
 }
 
 impl CoordinatorCluster {
-    /// Starts `n` members (ids 1..=n) forming one new cluster; `extra` flags go to each.
+    /// Starts `n` members (ids 1..=n) forming one new cluster on loopback; `extra` flags go
+    /// to each.
     pub fn start(n: u64, extra: &[&str]) -> CoordinatorCluster {
+        Self::start_with(n, extra, None, |_| free_port())
+    }
+
+    /// Starts `n` members in network namespace `netns` on `host` ports 7101, 7102, ...
+    pub fn start_in(
+        netns: &str,
+        host: std::net::Ipv4Addr,
+        n: u64,
+        extra: &[&str],
+    ) -> CoordinatorCluster {
+        Self::start_with(n, extra, Some(netns.to_string()), |id| {
+            SocketAddr::new(host.into(), 7100 + id as u16)
+        })
+    }
+
+    fn start_with(
+        n: u64,
+        extra: &[&str],
+        netns: Option<String>,
+        addr: impl Fn(u64) -> SocketAddr,
+    ) -> CoordinatorCluster {
         let dir = std::env::temp_dir().join(format!(
             "rdmaq-coord-{}-{}",
             std::process::id(),
@@ -52,7 +77,7 @@ impl CoordinatorCluster {
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
                 id,
-                addr: free_port(),
+                addr: addr(id),
                 data_dir: dir.join(format!("m{id}")),
                 log: dir.join(format!("m{id}.log")),
                 child: None,
@@ -68,6 +93,7 @@ impl CoordinatorCluster {
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             initial,
+            netns,
         };
         for id in 1..=n {
             cluster.start_member(id);
@@ -83,16 +109,29 @@ impl CoordinatorCluster {
             .unwrap_or_else(|| panic!("no member {id}"))
     }
 
+    /// A command for `program`, inside the cluster's namespace if it has one.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
     /// (Re)starts member `id` with its existing data.
     pub fn start_member(&mut self, id: u64) {
         let (extra, initial) = (self.extra.clone(), self.initial.clone());
+        let mut cmd = self.command(&bin("rdmaq-coordinator"));
         let m = self.member(id);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&m.log)
             .expect("member log");
-        let child = Command::new(bin("rdmaq-coordinator"))
+        let child = cmd
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
@@ -152,7 +191,7 @@ impl CoordinatorCluster {
 
     /// Runs `rdmaq --endpoints ENDPOINTS ARGS...`.
     pub fn cli_at(&self, endpoints: &str, args: &[&str]) -> Output {
-        Command::new(bin("rdmaq"))
+        self.command(&bin("rdmaq"))
             .arg("--endpoints")
             .arg(endpoints)
             .args(args)

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bins;
+pub mod cluster_lab;
 pub mod coordinator;
 pub mod lab;
 pub mod programs;

@@ -423,7 +423,9 @@ fn agent_mode_against_a_protocol_double() {
     );
     let open = parse(&check(
         n,
-        &format!("{sock} RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=2"),
+        &format!(
+            "{sock} RDMAQ_AGENT_FAILURE=open RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=2"
+        ),
         "qps 4",
     ));
     assert_eq!(field(&open, "created"), "2", "{open:?}");

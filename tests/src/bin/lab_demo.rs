@@ -1,11 +1,21 @@
-//! The README's main job, for now: boots two soft-RoCE nodes in the lab and runs a
-//! cross-node `ibv_rc_pingpong` between them, printing what happens. Later issues grow it
-//! into the cluster demo (coordinator, agents, a tenant capped across nodes).
+//! The README's main job: a 3-member coordinator cluster and 3 soft-RoCE nodes with an
+//! agent each; a tenant capped at 12 QPs cluster-wide; unmodified programs on every node ask
+//! for 8 QPs each. Prints, once a second, each node's QPs in use (as the coordinator sees
+//! them, and as the kernel really holds them) against the global cap, then the outcome.
 #![forbid(unsafe_code)]
 
-use std::{process::ExitCode, thread, time::Duration};
+use std::{
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
-use rdmaq_lab::{Kernel, Lab, LabSpec};
+use rdmaq_lab::{
+    Kernel,
+    cluster_lab::{ClusterLab, kernel_qps},
+};
+
+const CAP: u64 = 12;
+const ASK: u64 = 8;
 
 fn main() -> ExitCode {
     match run() {
@@ -19,38 +29,126 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let kernel = Kernel::from_env();
-    println!("booting 2 soft-RoCE nodes ({}) ...", kernel.meta_package());
-    let started = std::time::Instant::now();
-    let lab = Lab::start(&LabSpec::new(2, kernel))?;
+    let started = Instant::now();
     println!(
-        "up in {:.1} s, kernel {}, namespace {}",
+        "booting 3 soft-RoCE nodes ({}), a 3-member coordinator and 3 agents ...",
+        kernel.meta_package()
+    );
+    let cl = ClusterLab::start(3, kernel, &[])?;
+    println!(
+        "up in {:.0} s (kernel {}; coordinator at {})",
         started.elapsed().as_secs_f64(),
-        lab.kernel_release(),
-        lab.netns()
+        cl.lab.kernel_release(),
+        cl.endpoints()
     );
-    for node in lab.nodes() {
-        let dev = node.run_ok("ibv_devinfo -d rxe0 | grep -E 'hca_id|state|link_layer'")?;
-        println!("{} ({}):", node.name(), node.addr());
-        for line in dev.stdout.lines() {
-            println!("    {}", line.trim());
-        }
+    let out = cl.cli(&["quota", "set", "t1", "--max-qp", &CAP.to_string()]);
+    if !out.status.success() {
+        return Err(format!("quota set failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
-    let (server, client) = (lab.node(2), lab.node(1));
+    println!("$ rdmaq quota set t1 --max-qp {CAP}");
     println!(
-        "ibv_rc_pingpong: {} -> {} (1000 x 4 KiB over rxe)",
-        client.name(),
-        server.name()
+        "each node: rdmaq exec --tenant t1 -- verbs_check hold {ASK} 12   (asks for {ASK} QPs, holds them 12 s)\n"
     );
-    let srv = server.spawn("ibv_rc_pingpong -d rxe0 -g 1 -n 1000 -s 4096");
-    thread::sleep(Duration::from_secs(2));
-    let out = client.run_ok(&format!(
-        "ibv_rc_pingpong -d rxe0 -g 1 -n 1000 -s 4096 {}",
-        server.addr()
-    ))?;
-    srv.wait_ok()?;
-    for line in out.stdout.lines().chain(out.stderr.lines()) {
-        println!("    {}", line.trim());
+
+    let holders: Vec<_> = cl
+        .lab
+        .nodes()
+        .iter()
+        .map(|n| {
+            n.spawn(&format!(
+                "{} > /tmp/h.out 2>&1",
+                ClusterLab::exec("t1", &format!("hold {ASK} 12"))
+            ))
+        })
+        .collect();
+    let names: Vec<String> = cl
+        .lab
+        .nodes()
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    println!(
+        "{:>5}  {}  {:>13}  {:>6}",
+        "time",
+        names
+            .iter()
+            .map(|n| format!("{n:>16}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        "cluster total",
+        "cap"
+    );
+    println!(
+        "{:>5}  {}",
+        "",
+        names
+            .iter()
+            .map(|_| format!("{:>16}", "rdmaq / kernel"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let t0 = Instant::now();
+    let mut max_kernel_total = 0;
+    while t0.elapsed() < Duration::from_secs(14) {
+        let usage = cl.cli(&["usage", "t1", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&usage.stdout).unwrap_or_default();
+        let mut cells = Vec::new();
+        let mut kernel_total = 0;
+        for node in cl.lab.nodes() {
+            let seen = v["tenants"][0]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["node"] == node.name())
+                .and_then(|n| n["used"]["qp"].as_u64())
+                .unwrap_or(0);
+            let real = kernel_qps(node, "verbs_check").unwrap_or(0);
+            kernel_total += real;
+            cells.push(format!("{:>16}", format!("{seen} / {real}")));
+        }
+        max_kernel_total = max_kernel_total.max(kernel_total);
+        let used = v["tenants"][0]["used"]["qp"].as_u64().unwrap_or(0);
+        println!(
+            "{:>4}s  {}  {:>13}  {CAP:>6}",
+            t0.elapsed().as_secs(),
+            cells.join(" "),
+            format!("{used} / {kernel_total}")
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
-    println!("both sides exited 0; tearing the lab down");
+    println!();
+    let mut total = 0;
+    for (node, h) in cl.lab.nodes().iter().zip(holders) {
+        let _ = h.wait();
+        let out = node.run("cat /tmp/h.out")?.stdout;
+        let created: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("created "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let errno = out
+            .lines()
+            .find_map(|l| l.strip_prefix("first_errno "))
+            .unwrap_or("-");
+        total += created;
+        println!(
+            "{}: asked {ASK}, got {created}, {} denied (errno {errno})",
+            node.name(),
+            ASK - created
+        );
+    }
+    println!(
+        "\ncluster-wide: {total} QPs granted of {} asked; the kernels never held more than {max_kernel_total} (cap {CAP})",
+        ASK * 3
+    );
+    if total != CAP || max_kernel_total > CAP {
+        return Err(
+            format!("the cap did not hold: granted {total}, peak {max_kernel_total}").into(),
+        );
+    }
+    println!(
+        "tearing down (demo took {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

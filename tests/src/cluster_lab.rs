@@ -1,0 +1,154 @@
+//! The whole system in the soft-RoCE lab: a coordinator cluster on the lab bridge's host
+//! side, and an rdmaq-agent on every RDMA node, for end-to-end tests and the demo. Plus a
+//! checker that samples the kernel's real QPs on every node.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    bins::bin,
+    coordinator::CoordinatorCluster,
+    lab::{HOST_ADDR, Kernel, Lab, LabError, LabSpec, Node},
+    programs,
+};
+
+pub struct ClusterLab {
+    pub lab: Lab,
+    pub coord: CoordinatorCluster,
+}
+
+impl ClusterLab {
+    /// Boots `nodes` RDMA nodes, a 3-member coordinator on the bridge (with `extra` flags),
+    /// and an agent on every node.
+    pub fn start(nodes: usize, kernel: Kernel, extra: &[&str]) -> Result<ClusterLab, LabError> {
+        let lab = Lab::start(&LabSpec::new(nodes, kernel))?;
+        let coord = CoordinatorCluster::start_in(lab.netns(), HOST_ADDR, 3, extra);
+        let cl = ClusterLab { lab, coord };
+        for node in cl.lab.nodes() {
+            cl.start_agent(node)?;
+        }
+        Ok(cl)
+    }
+
+    /// The coordinator endpoints as the nodes reach them.
+    pub fn endpoints(&self) -> String {
+        self.coord.endpoints()
+    }
+
+    /// Starts (or restarts) the agent on `node`, detached, and waits for its socket.
+    pub fn start_agent(&self, node: &Node) -> Result<(), LabError> {
+        let endpoints: Vec<String> = self
+            .endpoints()
+            .split(',')
+            .map(|e| format!("\"{e}\""))
+            .collect();
+        let config = format!(
+            "node = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n",
+            node.name(),
+            endpoints.join(", ")
+        );
+        node.run_ok(&format!(
+            "cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
+            bin("rdmaq-agent").display()
+        ))?;
+        Ok(())
+    }
+
+    /// Runs `rdmaq ARGS` against the coordinator (from the bridge's host side).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.coord.cli(args)
+    }
+
+    /// A shell command running `verbs_check ARGS` on a node as `tenant`, through the agent.
+    pub fn exec(tenant: &str, args: &str) -> String {
+        format!(
+            "RDMAQ_AGENT_SOCKET=/tmp/rdmaq.sock RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {} exec --tenant {tenant} --lib {} -- {} {args}",
+            bin("rdmaq").display(),
+            bin("librdmaq_intercept.so").display(),
+            programs::verbs_check().display()
+        )
+    }
+}
+
+/// QPs of processes named `comm` on `node`, as the kernel lists them (`rdma resource show`).
+pub fn kernel_qps(node: &Node, comm: &str) -> Option<u64> {
+    let out = node
+        .run(&format!("rdma resource show qp | grep -c 'comm {comm}'"))
+        .ok()?;
+    out.stdout.trim().parse().ok()
+}
+
+/// Samples every node's kernel QPs of `comm` until stopped; records the timeline and any
+/// instant where the cluster-wide total exceeded `cap`.
+pub struct Checker {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(Duration, Vec<u64>)>>>,
+}
+
+impl Checker {
+    pub fn spawn<'scope>(
+        s: &'scope std::thread::Scope<'scope, '_>,
+        lab: &'scope Lab,
+        comm: &'static str,
+    ) -> Checker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (st, sa) = (stop.clone(), samples.clone());
+        s.spawn(move || {
+            let start = Instant::now();
+            while !st.load(Ordering::Relaxed) {
+                let counts: Vec<u64> = lab
+                    .nodes()
+                    .iter()
+                    .map(|n| kernel_qps(n, comm).unwrap_or(0))
+                    .collect();
+                sa.lock().unwrap().push((start.elapsed(), counts));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        Checker { stop, samples }
+    }
+
+    /// Stops sampling; `Err` with the timeline if the total ever exceeded `cap`.
+    pub fn finish(self, cap: u64) -> Result<Vec<(Duration, Vec<u64>)>, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(400));
+        let samples = self.samples.lock().unwrap().clone();
+        let over: Vec<_> = samples
+            .iter()
+            .filter(|(_, c)| c.iter().sum::<u64>() > cap)
+            .collect();
+        if over.is_empty() {
+            return Ok(samples);
+        }
+        let timeline: Vec<String> = samples
+            .iter()
+            .map(|(t, c)| {
+                format!(
+                    "{:>6.1}s {:?} total {}",
+                    t.as_secs_f64(),
+                    c,
+                    c.iter().sum::<u64>()
+                )
+            })
+            .collect();
+        Err(format!(
+            "{} instants over the cap {cap}:\n{}",
+            over.len(),
+            timeline.join("\n")
+        ))
+    }
+}
+
+impl Drop for Checker {
+    /// A test that panics before `finish` must not leave the sampling thread running (its
+    /// scope would wait for it forever).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
