@@ -83,11 +83,14 @@ pub fn kernel_qps(node: &Node, comm: &str) -> Option<u64> {
     out.stdout.trim().parse().ok()
 }
 
+/// When a sample was taken, and each node's count.
+pub type Timeline = Vec<(Duration, Vec<u64>)>;
+
 /// Samples every node's kernel QPs of `comm` until stopped; records the timeline and any
 /// instant where the cluster-wide total exceeded `cap`.
 pub struct Checker {
     stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<(Duration, Vec<u64>)>>>,
+    samples: Arc<Mutex<Timeline>>,
 }
 
 impl Checker {
@@ -115,7 +118,7 @@ impl Checker {
     }
 
     /// Stops sampling; `Err` with the timeline if the total ever exceeded `cap`.
-    pub fn finish(self, cap: u64) -> Result<Vec<(Duration, Vec<u64>)>, String> {
+    pub fn finish(self, cap: u64) -> Result<Timeline, String> {
         self.stop.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(400));
         let samples = self.samples.lock().unwrap().clone();
