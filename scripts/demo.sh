@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release --workspace
-exec target/release/rdmaq-lab-demo "$@"
+exec target/release/rdmaq-demo "$@"
