@@ -14,7 +14,7 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static cpio kmod iproute2 iputils-ping xz-utils util-linux procps
   rdma-core ibverbs-utils ibverbs-providers libibverbs-dev librdmacm-dev
   perftest rdmacm-utils python3-pyverbs
-  etcd-server etcd-client
+  etcd-server etcd-client python3-yaml
 )
 
 missing=()

@@ -376,8 +376,9 @@ impl Ledger {
         }
     }
 
-    /// Tenants whose allotment exceeds what they use by more than they are likely to need
-    /// soon, idle for `idle`: (tenant, surplus) to give back to the coordinator.
+    /// Budget idle tenants hold beyond what they use: (tenant, surplus) to give back to the
+    /// coordinator, so that another node can use it. A tenant idle for `idle` keeps nothing
+    /// spare (its next admission acquires again); the others keep what they are using.
     pub fn surplus(&self, now: Instant, idle: Duration) -> Vec<(String, Amounts)> {
         self.tenants
             .iter()
@@ -387,12 +388,7 @@ impl Ledger {
                     .is_none_or(|l| now.duration_since(l) >= idle)
             })
             .filter_map(|(name, t)| {
-                let keep = Amounts {
-                    qp: CHUNK_QP,
-                    mr: CHUNK_MR,
-                    mr_bytes: CHUNK_BYTES,
-                };
-                let spare = t.allotment.sub(t.charged()).sub(keep);
+                let spare = t.allotment.sub(t.charged());
                 (!spare.is_zero()).then(|| (name.clone(), spare))
             })
             .collect()
@@ -554,6 +550,37 @@ mod tests {
                 count: 1,
                 bytes: 1 << 20
             }
+        );
+    }
+
+    #[test]
+    fn idle_tenants_give_back_everything_they_do_not_use() {
+        let now = Instant::now();
+        let mut l = ledger(Limits::default(), Source::Leased);
+        let t = l.tenants.get_mut("t").unwrap();
+        t.allotment = Amounts {
+            qp: 8,
+            ..Default::default()
+        };
+        t.lease_valid_until = Some(now + Duration::from_secs(10));
+        assert_eq!(
+            l.admit(1, Kind::Qp, 3, 0, now),
+            Decision::Granted { count: 3, bytes: 0 }
+        );
+        assert!(
+            l.surplus(now, Duration::from_secs(5)).is_empty(),
+            "active: keeps its allotment"
+        );
+        let later = now + Duration::from_secs(6);
+        assert_eq!(
+            l.surplus(later, Duration::from_secs(5)),
+            vec![(
+                "t".to_string(),
+                Amounts {
+                    qp: 5,
+                    ..Default::default()
+                }
+            )]
         );
     }
 

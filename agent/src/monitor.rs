@@ -205,12 +205,20 @@ pub fn dump() -> Result<KernelView, Error> {
 pub async fn supervise(agent: Arc<Agent>) {
     let mut warned = false;
     loop {
-        match Monitor::load() {
+        // Parsing the kernel's BTF and loading the programs takes seconds on a small VM:
+        // off the async workers, which keep serving admissions meanwhile.
+        let loaded = tokio::task::spawn_blocking(Monitor::load)
+            .await
+            .unwrap_or_else(|e| Err(Error::Ebpf(format!("loader task: {e}"))));
+        match loaded {
             Ok(m) => {
                 // Attached first, then the dump: an object created in between shows in both,
                 // and the next dump-free event stream corrects nothing for it, so replace the
                 // view wholesale with the dump (events that arrived meanwhile are in it).
-                match dump() {
+                let dumped = tokio::task::spawn_blocking(dump)
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Ebpf(format!("dump task: {e}"))));
+                match dumped {
                     Ok(view) => {
                         let pids: Vec<u32> = view.keys().copied().collect();
                         tracing::info!(

@@ -114,3 +114,69 @@ fn a_global_cap_holds_across_three_nodes() {
         }
     });
 }
+
+/// Runs `verbs_check ARGS` as `tenant` on node `i` until it creates `want` QPs or `within`
+/// passes; returns how long it took.
+fn until_created(
+    cl: &ClusterLab,
+    i: usize,
+    tenant: &str,
+    args: &str,
+    want: u64,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let out = cl
+            .lab
+            .node(i)
+            .run_ok(&ClusterLab::exec(tenant, args))
+            .unwrap()
+            .stdout;
+        if created(&out) == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "node{i} never got {want} QPs for {tenant} within {within:?}:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn moving_demand_and_two_tenants() {
+    let cl = ClusterLab::start(3, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    for (tenant, cap) in [("t1", "8"), ("t2", "6")] {
+        let set = cl.cli(&["quota", "set", tenant, "--max-qp", cap]);
+        assert!(set.status.success(), "{set:?}");
+    }
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        // Two tenants on the same nodes do not affect each other's caps.
+        let t2 = cl.lab.node(3).spawn(&format!(
+            "{} > /tmp/t2.out 2>&1",
+            ClusterLab::exec("t2", "hold 8 8")
+        ));
+        let out = cl
+            .lab
+            .node(1)
+            .run_ok(&ClusterLab::exec("t1", "hold 8 3"))
+            .unwrap()
+            .stdout;
+        assert_eq!(created(&out), 8, "t1 on node1: {out}");
+        t2.wait_ok().unwrap();
+        let t2_out = cl.lab.node(3).run_ok("cat /tmp/t2.out").unwrap().stdout;
+        assert_eq!(created(&t2_out), 6, "t2 on node3: {t2_out}");
+
+        // Moving demand: t1's programs on node1 have exited; node3 gets that budget once
+        // node1's agent gives back what it no longer uses (idle 5 s + a heartbeat: < 10 s).
+        let took = until_created(&cl, 3, "t1", "qps 8", 8, Duration::from_secs(20));
+        eprintln!("t1's budget moved from node1 to node3 in {took:?}");
+        // The tenants' kernel QPs never exceeded t1's cap plus t2's at any instant.
+        if let Err(timeline) = checker.finish(8 + 6) {
+            panic!("{timeline}");
+        }
+    });
+}
