@@ -50,6 +50,11 @@ pub fn limits_from_quota(q: &pb::Quota) -> Limits {
     let l = q.limits.unwrap_or_default();
     let cap = |v: Option<u64>| v.unwrap_or(u64::MAX);
     Limits {
+        global: Amounts {
+            qp: cap(l.max_qp),
+            mr: cap(l.max_mr),
+            mr_bytes: cap(l.max_mr_bytes),
+        },
         node: Amounts {
             qp: cap(l.max_qp_per_node),
             mr: cap(l.max_mr_per_node),

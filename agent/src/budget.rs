@@ -58,6 +58,8 @@ impl Amounts {
 /// A tenant's caps as the node applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
+    /// The cluster-wide cap (enforced by the coordinator; here only to size requests).
+    pub global: Amounts,
     /// Per node (host-wide) caps; in standalone mode also the node's whole budget.
     pub node: Amounts,
     pub process: Amounts,
@@ -71,6 +73,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            global: Amounts::UNLIMITED,
             node: Amounts::UNLIMITED,
             process: Amounts::UNLIMITED,
             max_send_wr: None,
@@ -325,7 +328,10 @@ impl Ledger {
             let scope = if node_full { "node" } else { "tenant" };
             return Decision::Denied { scope, used, limit };
         }
-        let granted = count.min(have).min(proc_have);
+        // The first token is for the call in progress; tokens ahead of demand take at most
+        // half of what is left, so one process cannot strand the node's budget.
+        let ahead = (count - 1).min(have.saturating_sub(1) / 2);
+        let granted = (1 + ahead).min(have).min(proc_have);
         let take = match kind {
             Kind::Qp => Amounts {
                 qp: granted,
@@ -425,14 +431,11 @@ mod tests {
     fn standalone_node_cap_is_shared_by_processes() {
         let now = Instant::now();
         let mut l = ledger(qp_cap(5, 100), Source::Local);
-        assert_eq!(
-            l.admit(1, Kind::Qp, 4, 0, now),
-            Decision::Granted { count: 4, bytes: 0 }
-        );
-        assert_eq!(
-            l.admit(2, Kind::Qp, 4, 0, now),
-            Decision::Granted { count: 1, bytes: 0 }
-        );
+        let grant = |count| Decision::Granted { count, bytes: 0 };
+        // One for the call plus tokens ahead of demand, at most half of what remains.
+        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(3));
+        assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
+        assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
         assert!(matches!(
             l.admit(2, Kind::Qp, 1, 0, now),
             Decision::Denied {
@@ -442,11 +445,8 @@ mod tests {
             }
         ));
         l.release(1, Kind::Qp, 2, 0);
-        assert_eq!(
-            l.admit(2, Kind::Qp, 4, 0, now),
-            Decision::Granted { count: 2, bytes: 0 }
-        );
-        // A process that dies returns what it held.
+        assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
+        // A process that dies returns what it held (1 left after its release).
         l.disconnect(1);
         assert_eq!(l.tenants["t"].used.qp, 3);
     }
@@ -533,24 +533,15 @@ mod tests {
             ..Limits::default()
         };
         let mut l = ledger(limits, Source::Local);
-        assert_eq!(
-            l.admit(1, Kind::Mr, 4, 3 << 20, now),
-            Decision::Granted {
-                count: 3,
-                bytes: 9 << 20
-            }
-        );
+        let grant = |count, bytes| Decision::Granted { count, bytes };
+        // 3 MiB MRs: 3 fit; one for the call and one ahead of demand (half the rest).
+        assert_eq!(l.admit(1, Kind::Mr, 4, 3 << 20, now), grant(2, 6 << 20));
+        assert_eq!(l.admit(2, Kind::Mr, 1, 2 << 20, now), grant(1, 2 << 20));
         assert!(matches!(
-            l.admit(2, Kind::Mr, 1, 2 << 20, now),
+            l.admit(2, Kind::Mr, 1, 3 << 20, now),
             Decision::Denied { .. }
         ));
-        assert_eq!(
-            l.admit(2, Kind::Mr, 1, 1 << 20, now),
-            Decision::Granted {
-                count: 1,
-                bytes: 1 << 20
-            }
-        );
+        assert_eq!(l.admit(2, Kind::Mr, 1, 1 << 20, now), grant(1, 1 << 20));
     }
 
     #[test]

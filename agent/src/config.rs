@@ -84,6 +84,7 @@ pub struct TenantConfig {
 impl TenantConfig {
     pub fn limits(&self) -> Limits {
         Limits {
+            global: Amounts::UNLIMITED,
             node: Amounts {
                 qp: self.max_qp.unwrap_or(u64::MAX),
                 mr: self.max_mr.unwrap_or(u64::MAX),

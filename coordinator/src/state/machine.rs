@@ -299,11 +299,15 @@ impl State {
         }
         let current = self.allotment(tenant, node);
         let total = self.totals.get(tenant).copied().unwrap_or_default();
-        let room = quota
-            .limits
-            .global
-            .headroom(total)
-            .min(quota.limits.per_node.headroom(current.allotted));
+        // Objects a node holds beyond its allotment (created around the library, reported
+        // by its agent) are real: they count against the cap like allotted budget.
+        let charged = self.charged_total(tenant);
+        let room = quota.limits.global.headroom(charged).min(
+            quota
+                .limits
+                .per_node
+                .headroom(current.allotted.max(current.used)),
+        );
         let granted = want.min(room);
         for d in Dim::ALL {
             if granted.get(d) < min.get(d) {
@@ -444,6 +448,19 @@ impl State {
                 quota_version: self.quotas.get(tenant).map_or(0, |q| q.version),
             })
             .collect()
+    }
+
+    /// What the tenant's nodes are charged: each node's allotment, or its reported use where
+    /// that is larger.
+    pub fn charged_total(&self, tenant: &str) -> Amounts {
+        self.allotments
+            .get(tenant)
+            .map(|m| {
+                m.values().fold(Amounts::ZERO, |acc, a| {
+                    acc.saturating_add(a.allotted.max(a.used))
+                })
+            })
+            .unwrap_or_default()
     }
 
     /// Sum of the use the tenant's nodes last reported.

@@ -176,6 +176,21 @@ fn lowering_a_cap_destroys_nothing_and_marks_over_quota() {
 }
 
 #[test]
+fn use_reported_beyond_an_allotment_counts_against_the_cap() {
+    // n2 never acquired, but its agent reports 3 QPs nobody admitted (no preload there).
+    let mut s = setup(&["n1", "n2"], 10);
+    one(
+        &mut s,
+        0,
+        Command::Heartbeat {
+            node: "n2".into(),
+            used: vec![("t1".into(), qps(3))],
+        },
+    );
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 10, 0)), 7);
+}
+
+#[test]
 fn per_node_cap_limits_one_node() {
     let mut s = setup(&["n1", "n2"], 10);
     let mut limits = cap_qp(10);
