@@ -77,17 +77,9 @@ fn bad(key: &str, reason: impl Into<String>) -> Error {
 impl Config {
     /// Parses a TOML document; unknown keys and wrong types are errors naming the key.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let key = e
-                .message()
-                .split('`')
-                .nth(1)
-                .unwrap_or("<document>")
-                .to_string();
-            Error::Config {
-                key,
-                reason: e.to_string().trim().replace('\n', " "),
-            }
+        let cfg: Config = rdmaq_common::config::parse_toml(text).map_err(|e| Error::Config {
+            key: e.key,
+            reason: e.reason,
         })?;
         cfg.validate()?;
         Ok(cfg)
