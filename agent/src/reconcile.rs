@@ -54,14 +54,20 @@ pub async fn run(agent: Arc<Agent>) {
         // (pid, tenant, unadmitted) for every process holding more than it was admitted.
         let mut found = Vec::new();
         {
+            // What each process holds through the library, in one pass over the connections.
             let ledger = agent.ledger.lock().expect("ledger");
+            let mut by_pid: HashMap<u32, (Amounts, String)> = HashMap::new();
+            for c in ledger.conns.values() {
+                let e = by_pid
+                    .entry(c.pid)
+                    .or_insert_with(|| (Amounts::default(), c.tenant.clone()));
+                e.0 = e.0.add(c.held);
+            }
             for (pid, k) in &kernel {
-                let mut held = Amounts::default();
-                let mut tenant = None;
-                for c in ledger.conns.values().filter(|c| c.pid == *pid) {
-                    held = held.add(c.held);
-                    tenant = Some(c.tenant.clone());
-                }
+                let (held, tenant) = match by_pid.get(pid) {
+                    Some((held, tenant)) => (*held, Some(tenant.clone())),
+                    None => (Amounts::default(), None),
+                };
                 let extra = Amounts {
                     qp: k.qps,
                     mr: k.mrs,

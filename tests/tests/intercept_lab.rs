@@ -136,9 +136,8 @@ fn standalone_caps_errno_and_counting() {
     );
 }
 
-/// EDQUOT on Linux.
 fn libc_edquot() -> i32 {
-    122
+    nix::errno::Errno::EDQUOT as i32
 }
 
 #[test]

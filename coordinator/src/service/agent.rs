@@ -140,14 +140,6 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::TenantRequest>,
     ) -> Result<Response<pb::Quota>, Status> {
-        let tenant = req.into_inner().tenant;
-        validate::name("tenant", &tenant).map_err(Error::Rejected)?;
-        let quota = self
-            .cluster
-            .read(|s| s.quotas.get(&tenant).cloned())
-            .await?;
-        let quota = quota
-            .ok_or_else(|| Status::not_found(format!("no quota is set for tenant {tenant:?}")))?;
-        Ok(Response::new(convert::quota_to_pb(&tenant, &quota)))
+        super::get_quota(&self.cluster, req.into_inner().tenant).await
     }
 }

@@ -18,6 +18,19 @@ pub fn ok_reply(reply: Reply) -> Result<Reply, Error> {
     }
 }
 
+/// A tenant's quota through a linearizable read (admin and agent services alike).
+pub async fn get_quota(
+    cluster: &crate::cluster::Cluster,
+    tenant: String,
+) -> Result<tonic::Response<rdmaq_proto::v1::Quota>, tonic::Status> {
+    crate::state::validate::name("tenant", &tenant).map_err(Error::Rejected)?;
+    let quota = cluster.read(|s| s.quotas.get(&tenant).cloned()).await?;
+    let quota = quota.ok_or_else(|| {
+        tonic::Status::not_found(format!("no quota is set for tenant {tenant:?}"))
+    })?;
+    Ok(tonic::Response::new(convert::quota_to_pb(&tenant, &quota)))
+}
+
 pub fn unexpected(reply: Reply) -> tonic::Status {
     tonic::Status::internal(format!("unexpected state machine reply {reply:?}"))
 }

@@ -18,8 +18,6 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 2] = [Kernel::Debian61, Kernel::Debian612];
-
     /// The Debian meta package whose dependency names the real kernel package.
     pub fn meta_package(self) -> &'static str {
         match self {

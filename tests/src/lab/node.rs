@@ -67,7 +67,6 @@ struct Control {
 /// A running node.
 pub struct Node {
     name: String,
-    index: usize,
     addr: Ipv4Addr,
     console: PathBuf,
     qemu: Mutex<Child>,
@@ -190,7 +189,6 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Node, LabError> {
     thread::spawn(move || read_guest(reader, w, ready_tx));
     Ok(Node {
         name,
-        index: spec.index,
         addr,
         console,
         qemu: Mutex::new(qemu),
@@ -262,10 +260,6 @@ impl Pending<'_> {
 impl Node {
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn index(&self) -> usize {
-        self.index
     }
 
     /// The node's address on the lab bridge.
@@ -385,11 +379,6 @@ impl Node {
         let mut qemu = self.qemu.lock().unwrap();
         let _ = qemu.kill();
         let _ = qemu.wait();
-    }
-
-    /// Whether the VM is still running.
-    pub fn is_running(&self) -> bool {
-        matches!(self.qemu.lock().unwrap().try_wait(), Ok(None))
     }
 }
 
