@@ -1,6 +1,5 @@
 //! The cluster under failures, in the soft-RoCE lab (3 coordinator members on the bridge, 3
-//! nodes with agents): the leader killed mid-run, a node cut off the network, a program run
-//! without the library. A checker samples every node's
+//! nodes with agents): the leader killed mid-run, and a program run without the library. A checker samples every node's
 //! kernel QPs throughout and fails at any instant over the cap. Needs root and qemu.
 
 use std::time::{Duration, Instant};
@@ -86,86 +85,6 @@ fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
         u["tenants"][0]["allotted"]["qp"].as_u64().unwrap_or(99) <= 12,
         "{u}"
     );
-}
-
-#[test]
-fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
-    let cl = ClusterLab::start(3, Kernel::from_env(), &["--lease-ttl-ms", "4000"])
-        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
-    set_quota(&cl, "t1", 8);
-    std::thread::scope(|s| {
-        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
-        // node1 holds 2 QPs out of a larger allotment (it acquires ahead of demand).
-        let holder = cl.lab.node(1).spawn(&format!(
-            "{} > /tmp/h.out 2>&1",
-            ClusterLab::exec("t1", "hold 2 60")
-        ));
-        cl.lab
-            .node(1)
-            .run_ok("for t in $(seq 200); do grep -q created /tmp/h.out && break; sleep 0.1; done")
-            .unwrap();
-        std::thread::sleep(Duration::from_secs(3)); // a heartbeat reports the use
-        cl.lab.cut(1).unwrap();
-        // The others may use the cap minus node1's used 2, never more: 6, once node1's lease
-        // has expired and its unused part was reclaimed.
-        let start = Instant::now();
-        loop {
-            let out = cl
-                .lab
-                .node(2)
-                .run_ok(&ClusterLab::exec("t1", "qps 8"))
-                .unwrap()
-                .stdout;
-            let got = created(&out);
-            assert!(
-                got <= 6,
-                "node2 got {got} while node1 (cut off) still holds 2 of 8"
-            );
-            if got == 6 {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "node1's unused budget was never reclaimed: {out}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        eprintln!(
-            "node1's unused budget usable elsewhere {:?} after the cut",
-            start.elapsed()
-        );
-        // node1 itself stops admitting once its lease is lost by its own clock.
-        let out = cl
-            .lab
-            .node(1)
-            .run_ok(&ClusterLab::exec("t1", "qps 1"))
-            .unwrap()
-            .stdout;
-        assert_eq!(created(&out), 0, "a cut-off node admitted: {out}");
-        // Back on the network, it rejoins: its lease is renewed and it admits again.
-        cl.lab.restore(1).unwrap();
-        let start = Instant::now();
-        loop {
-            let u = usage_qp(&cl, "t1");
-            let live = u["tenants"][0]["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|n| n["node"] == "node1" && n["lease_expired"] == false);
-            if live {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "node1 never rejoined: {u}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        holder.kill();
-        if let Err(t) = checker.finish(8) {
-            panic!("{t}");
-        }
-    });
 }
 
 #[test]
