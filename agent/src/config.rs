@@ -2,6 +2,7 @@
 //! `RDMAQ_*` environment overriding the main keys (see main.rs). Unknown keys and bad
 //! values are errors naming the key.
 
+use rdmaq_common::tls::TlsFiles;
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use rdmaq_common::units::parse_size;
@@ -134,6 +135,9 @@ pub struct Config {
     /// Group owning the socket (numeric gid), if not the agent's.
     #[serde(default)]
     pub socket_gid: Option<u32>,
+    /// User owning the socket (numeric uid), if not the agent's.
+    #[serde(default)]
+    pub socket_uid: Option<u32>,
     /// Coordinator members; empty: standalone mode, caps from `[tenants.*]`.
     #[serde(default)]
     pub endpoints: Vec<String>,
@@ -167,6 +171,13 @@ pub struct Config {
     /// Standalone caps per tenant (and fallbacks when a coordinator has no quota).
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Certificates for mutual TLS to the coordinator; the certificate must be an agent
+    /// certificate for this node. Required with `endpoints` unless `insecure`.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Talk plain text to a coordinator run with `insecure` (dev and tests only).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 mod defaults {
@@ -228,6 +239,20 @@ impl Config {
                     &format!("rules[{i}]"),
                     "a rule needs cgroup, uid or gid to match on",
                 ));
+            }
+        }
+        if !self.standalone() {
+            match (&self.tls, self.insecure) {
+                (None, false) => {
+                    return Err(bad(
+                        "tls",
+                        "endpoints are set but no certificates: set tls.ca, tls.cert and tls.key (or insecure = true)",
+                    ));
+                }
+                (Some(_), true) => {
+                    return Err(bad("insecure", "set together with [tls]; choose one"));
+                }
+                _ => {}
             }
         }
         if self.lease_margin_ms > 60_000 {

@@ -1,8 +1,9 @@
 //! The agent's side of the coordinator: register, acquire ahead of demand, release surplus,
 //! heartbeat with usage. Tries the endpoints in turn, like the CLI.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use rdmaq_common::tls::{self, Tls};
 use rdmaq_proto::v1::{self as pb, agent_client::AgentClient};
 use tonic::{Code, Status, transport::Channel};
 
@@ -36,25 +37,16 @@ impl Coordinator {
         endpoints: &[String],
         node: &str,
         address: &str,
+        tls: Option<Arc<Tls>>,
     ) -> Result<Coordinator, crate::Error> {
         let endpoints = endpoints
             .iter()
             .map(|e| {
-                let url = if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("http://{e}")
-                };
-                Channel::from_shared(url)
-                    .map(|c| {
-                        c.connect_timeout(Duration::from_millis(500))
-                            .timeout(Duration::from_secs(3))
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    })
+                tls::endpoint(e, Duration::from_millis(500))
+                    .map(|ep| tls::connect_lazy(ep.timeout(Duration::from_secs(3)), tls.clone()))
                     .map_err(|e2| crate::Error::Config {
                         key: "endpoints".into(),
-                        reason: format!("{e:?}: {e2}"),
+                        reason: e2.to_string(),
                     })
             })
             .collect::<Result<_, _>>()?;

@@ -46,6 +46,18 @@ struct Args {
     /// HTTP listener for /metrics and /status.
     #[arg(long, env = "RDMAQ_STATUS_LISTEN")]
     status_listen: Option<SocketAddr>,
+    /// CA bundle the coordinator members are verified against.
+    #[arg(long, env = "RDMAQ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This node's agent certificate, PEM.
+    #[arg(long, env = "RDMAQ_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key, PEM.
+    #[arg(long, env = "RDMAQ_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Plain text to a coordinator run with --insecure (dev and tests only).
+    #[arg(long, env = "RDMAQ_INSECURE")]
+    insecure: bool,
     /// Do not load the eBPF monitor (no kernel view, no backstop).
     #[arg(long)]
     no_ebpf: bool,
@@ -75,8 +87,51 @@ fn load(args: &Args) -> Result<config::Config, Error> {
     if let Some(s) = args.status_listen {
         cfg.status_listen = Some(s);
     }
+    if args.insecure {
+        cfg.insecure = true;
+    }
+    match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (None, None, None) => {}
+        (Some(ca), Some(cert), Some(key)) => {
+            cfg.tls = Some(rdmaq_common::tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        }
+        _ => {
+            return Err(Error::Config {
+                key: "tls".into(),
+                reason: "--tls-ca, --tls-cert and --tls-key go together".into(),
+            });
+        }
+    }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Loads the agent's certificate, which must be for this node, and watches it for rotation.
+fn load_tls(
+    files: &rdmaq_common::tls::TlsFiles,
+    node: &str,
+) -> Result<Arc<rdmaq_common::tls::Tls>, Error> {
+    use rdmaq_common::tls::{self, Role, Tls};
+    let tls = Tls::load(files.clone()).map_err(|e| Error::Config {
+        key: "tls".into(),
+        reason: e.to_string(),
+    })?;
+    let me = tls.identity();
+    if me.role != Role::Agent || me.name != node {
+        return Err(Error::Config {
+            key: "tls.cert".into(),
+            reason: format!(
+                "{} is a {me} certificate; this agent needs role agent for node {node:?}",
+                files.cert.display()
+            ),
+        });
+    }
+    tls::watch(tls.clone());
+    Ok(tls)
 }
 
 fn hostname() -> String {
@@ -95,13 +150,26 @@ async fn main() -> anyhow::Result<()> {
         None
     } else {
         let address = cfg.address.clone().unwrap_or_default();
+        let tls = match &cfg.tls {
+            Some(files) => Some(load_tls(files, &node)?),
+            None => {
+                tracing::warn!("insecure: plain-text gRPC to the coordinator");
+                None
+            }
+        };
         Some(coordinator::Coordinator::new(
             &cfg.endpoints,
             &node,
             &address,
+            tls,
         )?)
     };
-    let listener = server::bind(&cfg.socket, cfg.socket_mode_bits(), cfg.socket_gid)?;
+    let listener = server::bind(
+        &cfg.socket,
+        cfg.socket_mode_bits(),
+        cfg.socket_uid,
+        cfg.socket_gid,
+    )?;
     tracing::info!(
         node,
         socket = %cfg.socket.display(),

@@ -32,7 +32,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 16_384;
 
 /// Binds the socket: removes a stale one (nobody listening), sets mode and group.
-pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Error> {
+pub fn bind(
+    path: &Path,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<UnixListener, Error> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -51,8 +56,8 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Er
     }
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-    if let Some(g) = gid {
-        chown(path, None, Some(g)).map_err(io)?;
+    if uid.is_some() || gid.is_some() {
+        chown(path, uid, gid).map_err(io)?;
     }
     Ok(listener)
 }

@@ -1,8 +1,9 @@
 //! Talking to the coordinator: tries each endpoint in turn, moving on when a member cannot
 //! be reached or has no leader, and stops at the first real answer (success or error).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
+use rdmaq_common::tls::{self, Tls};
 use rdmaq_proto::v1::admin_client::AdminClient;
 use tonic::{Code, Status, transport::Channel};
 
@@ -24,30 +25,32 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 pub struct Endpoints {
     list: Vec<String>,
     timeout: Duration,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Endpoints {
-    pub fn new(list: Vec<String>, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn new(
+        list: Vec<String>,
+        timeout: Duration,
+        tls: Option<Arc<Tls>>,
+    ) -> Result<Self, ClientError> {
         if list.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        Ok(Endpoints { list, timeout })
+        Ok(Endpoints { list, timeout, tls })
     }
 
     async fn channel(&self, endpoint: &str) -> Result<Channel, ClientError> {
-        let url = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let ep = Channel::from_shared(url).map_err(|e| ClientError::BadEndpoint {
-            endpoint: endpoint.to_string(),
-            detail: e.to_string(),
+        let ep = tls::endpoint(endpoint, Duration::from_secs(2)).map_err(|e| {
+            ClientError::BadEndpoint {
+                endpoint: endpoint.to_string(),
+                detail: e.to_string(),
+            }
         })?;
-        Ok(ep
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(self.timeout)
-            .connect_lazy())
+        Ok(tls::connect_lazy(
+            ep.timeout(self.timeout),
+            self.tls.clone(),
+        ))
     }
 
     /// Runs `call` against each endpoint until one answers. When none can (an election in

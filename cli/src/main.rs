@@ -5,9 +5,11 @@ mod client;
 mod cmd;
 mod output;
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
+use anyhow::bail;
 use clap::{Parser, Subcommand};
+use rdmaq_common::tls::{Tls, TlsFiles};
 
 use crate::{client::Endpoints, output::Format};
 
@@ -30,6 +32,18 @@ struct Cli {
     /// Give up on a member after this many seconds.
     #[arg(long, default_value = "10", global = true)]
     timeout: u64,
+    /// CA bundle the coordinator members are verified against.
+    #[arg(long, env = "RDMAQ_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Your certificate (role admin or viewer), PEM.
+    #[arg(long, env = "RDMAQ_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// Your private key, PEM.
+    #[arg(long, env = "RDMAQ_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
+    /// Talk plain text to a coordinator started with --insecure or --dev.
+    #[arg(long, env = "RDMAQ_INSECURE", global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +69,15 @@ enum Command {
     Node(cmd::node::NodeCmd),
     /// Run a program under the intercept library as a tenant.
     Exec(cmd::exec::ExecArgs),
+    /// Who changed quotas, nodes and membership, and when.
+    Audit {
+        /// Only the newest N records (0: all kept).
+        #[arg(long, default_value = "0")]
+        limit: u32,
+    },
+    /// Create a CA and issue role certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCmd),
 }
 
 pub struct Ctx {
@@ -66,10 +89,12 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     match cli.command {
         Command::Exec(args) => return cmd::exec::run(args),
         Command::Node(c) => return cmd::node::run(cli.output, c),
+        Command::Certs(c) => return cmd::certs::run(c),
         _ => {}
     }
+    let tls = client_tls(&cli)?;
     let ctx = Ctx {
-        endpoints: Endpoints::new(cli.endpoints, Duration::from_secs(cli.timeout))?,
+        endpoints: Endpoints::new(cli.endpoints, Duration::from_secs(cli.timeout), tls)?,
         format: cli.output,
     };
     match cli.command {
@@ -77,7 +102,26 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Usage { tenant } => cmd::usage::run(&ctx, tenant).await,
         Command::Nodes(c) => cmd::nodes::run(&ctx, c).await,
         Command::Cluster(c) => cmd::cluster::run(&ctx, c).await,
-        Command::Exec(_) | Command::Node(_) => unreachable!("handled above"),
+        Command::Audit { limit } => cmd::audit::run(&ctx, limit).await,
+        Command::Exec(_) | Command::Node(_) | Command::Certs(_) => unreachable!("handled above"),
+    }
+}
+
+/// The TLS material to dial the coordinator with: all three files, or an explicit
+/// `--insecure`.
+fn client_tls(cli: &Cli) -> anyhow::Result<Option<Arc<Tls>>> {
+    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key, cli.insecure) {
+        (None, None, None, true) => Ok(None),
+        (Some(ca), Some(cert), Some(key), false) => Ok(Some(Tls::load(TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        })?)),
+        (_, _, _, true) => bail!("--insecure and --tls-* contradict each other; choose one"),
+        _ => bail!(
+            "no client certificate: pass --tls-ca, --tls-cert and --tls-key (or RDMAQ_TLS_CA, \
+             RDMAQ_TLS_CERT, RDMAQ_TLS_KEY), or --insecure for a plain-text coordinator"
+        ),
     }
 }
 

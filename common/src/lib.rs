@@ -3,4 +3,6 @@
 
 pub mod config;
 pub mod logging;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod units;

@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -11,12 +12,14 @@ use openraft::{
     BasicNode, ChangeMembers,
     error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError},
 };
+use rdmaq_common::tls::Tls;
 use rdmaq_proto::raft::RaftPayload;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Error,
     raft::{NodeId, Raft, network::raft_client, store::SharedState},
+    service::authz::Denials,
     state::{Command, LeasePolicy, Proposal, Reply, Request, State},
 };
 
@@ -64,6 +67,12 @@ pub struct Cluster {
     /// How long a write or a read may wait for a quorum before it fails as unavailable
     /// (so a member cut off from the others refuses instead of hanging).
     pub quorum_timeout: Duration,
+    /// Plain text, every caller trusted (`--insecure`, dev mode).
+    pub insecure: bool,
+    /// This member's TLS material (None when insecure), also used to dial the others.
+    pub tls: Option<Arc<Tls>>,
+    /// Calls refused by the role checks.
+    pub denials: Denials,
 }
 
 pub fn now_ms() -> u64 {
@@ -280,7 +289,8 @@ impl Cluster {
             addr: node.addr.clone(),
             detail,
         };
-        let mut client = raft_client(&node.addr).map_err(|e| failed(e.to_string()))?;
+        let mut client =
+            raft_client(&node.addr, self.tls.clone()).map_err(|e| failed(e.to_string()))?;
         let data = serde_json::to_vec(&what).map_err(|e| failed(e.to_string()))?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(Duration::from_secs(10));

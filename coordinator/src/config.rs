@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
+use rdmaq_common::tls::TlsFiles;
+
 use crate::{Error, raft::NodeId, state::LeasePolicy};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +43,15 @@ pub struct Config {
     /// Prometheus `/metrics` listener (none if unset).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Certificates for mutual TLS on every gRPC link (required unless `insecure`).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Serve and dial in plain text, trusting every caller as admin. Dev and tests only.
+    #[serde(default)]
+    pub insecure: bool,
+    /// gRPC connections open at once; more are closed at accept.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
 }
 
 mod defaults {
@@ -64,6 +75,9 @@ mod defaults {
     }
     pub fn snapshot_every() -> u64 {
         5_000
+    }
+    pub fn max_connections() -> usize {
+        4096
     }
 }
 
@@ -130,6 +144,21 @@ impl Config {
                 "must be at least twice raft_heartbeat_ms",
             ));
         }
+        match (&self.tls, self.insecure) {
+            (None, false) => {
+                return Err(bad(
+                    "tls",
+                    "no certificates: set tls.ca, tls.cert and tls.key (or insecure = true for plain text)",
+                ));
+            }
+            (Some(_), true) => {
+                return Err(bad("insecure", "set together with [tls]; choose one"));
+            }
+            _ => {}
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max_connections", "must be at least 1"));
+        }
         if self.snapshot_every < 10 {
             return Err(bad("snapshot_every", "must be at least 10 entries"));
         }
@@ -165,6 +194,7 @@ mod tests {
 id = 1
 listen = "127.0.0.1:7001"
 data_dir = "/tmp/x"
+insecure = true
 [initial_members]
 1 = "127.0.0.1:7001"
 2 = "127.0.0.1:7002"
@@ -196,6 +226,11 @@ data_dir = "/tmp/x"
                 "initial_members.2",
             ),
             (format!("lease_ttl_ms = 10\n{GOOD}"), "lease_ttl_ms"),
+            (GOOD.replace("insecure = true", ""), "tls"),
+            (
+                GOOD.replace("insecure = true", "[tls]\nca = \"a\"\ncert = \"b\"\n"),
+                "tls",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(&text).unwrap_err().to_string();

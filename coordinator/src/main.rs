@@ -45,6 +45,18 @@ struct Args {
     /// Prometheus /metrics listener.
     #[arg(long, env = "RDMAQ_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// CA bundle that peers' certificates are verified against.
+    #[arg(long, env = "RDMAQ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This member's certificate (role member), PEM.
+    #[arg(long, env = "RDMAQ_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// This member's private key, PEM.
+    #[arg(long, env = "RDMAQ_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Plain-text gRPC with every caller trusted as admin (dev and tests only).
+    #[arg(long, env = "RDMAQ_INSECURE")]
+    insecure: bool,
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
@@ -61,7 +73,7 @@ fn config(args: &Args) -> Result<Config, Error> {
     if args.dev {
         text.push_str(
             "\nid = 1\nlisten = \"127.0.0.1:7100\"\ndata_dir = \"rdmaq-dev\"\n\
-             [initial_members]\n1 = \"127.0.0.1:7100\"\n",
+             insecure = true\n[initial_members]\n1 = \"127.0.0.1:7100\"\n",
         );
     }
     // Keys the file lacks entirely get placeholders here so that flags can fill them; the
@@ -97,6 +109,9 @@ fn config(args: &Args) -> Result<Config, Error> {
     if let Some(v) = args.snapshot_every {
         set("snapshot_every", toml::Value::Integer(v as i64));
     }
+    if args.insecure && !args.dev {
+        set("insecure", toml::Value::Boolean(true));
+    }
     if !args.initial_members.is_empty() {
         let mut members = BTreeMap::new();
         for m in &args.initial_members {
@@ -110,6 +125,23 @@ fn config(args: &Args) -> Result<Config, Error> {
             "initial_members",
             toml::Value::Table(members.into_iter().collect()),
         );
+    }
+    let tls_flags = [
+        ("ca", &args.tls_ca),
+        ("cert", &args.tls_cert),
+        ("key", &args.tls_key),
+    ];
+    if tls_flags.iter().any(|(_, v)| v.is_some()) {
+        let mut tls = match table.remove("tls") {
+            Some(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        for (key, value) in tls_flags {
+            if let Some(path) = value {
+                tls.insert(key.into(), toml::Value::String(path.display().to_string()));
+            }
+        }
+        table.insert("tls".into(), toml::Value::Table(tls));
     }
     for key in ["id", "listen", "data_dir"] {
         if !table.contains_key(key) {

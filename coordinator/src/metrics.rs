@@ -162,6 +162,17 @@ impl Collector for CoordinatorCollector {
                 }
             }
         }
+
+        let mut family = enc.encode_descriptor(
+            "rdmaq_rpc_denied",
+            "Calls refused by the certificate role checks, by caller role and method",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((role, method), n) in self.cluster.denials.snapshot() {
+            let labels = [("role", role.as_str()), ("method", method)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use rdmaq_common::tls::{self, Role, Tls};
 use rdmaq_proto::{
     raft::raft_server::RaftServer,
     v1::{admin_server::AdminServer, agent_server::AgentServer},
@@ -24,6 +25,9 @@ use crate::{
 /// Largest admin/agent request; real ones are a few hundred bytes.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024 * 1024;
 
+/// Requests in flight on one connection (Raft pipelines a few; agents and the CLI one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 pub struct Member {
     pub cluster: Arc<Cluster>,
 }
@@ -33,6 +37,30 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let tls = match &cfg.tls {
+        Some(files) => {
+            let tls = Tls::load(files.clone()).map_err(|e| Error::Config {
+                key: "tls".into(),
+                reason: e.to_string(),
+            })?;
+            let me = tls.identity();
+            if me.role != Role::Member {
+                return Err(Error::Config {
+                    key: "tls.cert".into(),
+                    reason: format!(
+                        "{} is a {me} certificate; a member needs role member",
+                        files.cert.display()
+                    ),
+                });
+            }
+            tls::watch(tls.clone());
+            Some(tls)
+        }
+        None => {
+            tracing::warn!("insecure: plain-text gRPC, every caller is trusted as admin");
+            None
+        }
+    };
     let db = store::open(&cfg.data_dir)?;
     let log = LogStore::new(db.clone());
     let sm = StateMachineStore::new(db).map_err(|e| Error::Raft(e.to_string()))?;
@@ -51,15 +79,24 @@ pub async fn run(
         key: "raft".into(),
         reason: e.to_string(),
     })?;
-    let raft = Raft::new(cfg.id, Arc::new(raft_config), Network, log, sm)
-        .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(raft_config),
+        Network { tls: tls.clone() },
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
     let cluster = Arc::new(Cluster {
         id: cfg.id,
         raft,
         applied,
         policy: cfg.policy(),
         quorum_timeout: Duration::from_millis(cfg.quorum_timeout_ms),
+        insecure: tls.is_none(),
+        tls: tls.clone(),
+        denials: Default::default(),
     });
 
     let listener = TcpListener::bind(cfg.listen)
@@ -105,9 +142,17 @@ pub async fn run(
     })
     .max_decoding_message_size(MAX_RAFT_MESSAGE)
     .max_encoding_message_size(MAX_RAFT_MESSAGE);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let limits = tls::Limits {
+        max_connections: cfg.max_connections,
+        ..Default::default()
+    };
+    let incoming = tls::incoming(listener, tls, limits);
     let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        // Per-connection bounds, so that one client cannot hog a member.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(admin)
         .add_service(agent)
         .add_service(raft_svc)

@@ -47,13 +47,20 @@ impl ClusterLab {
             .split(',')
             .map(|e| format!("\"{e}\""))
             .collect();
+        // The node's own agent certificate, copied onto the node as a real deployment would.
+        let cert = self.coord.pki.agent(node.name());
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("reading a certificate");
+        let (ca, crt, key) = (read(&cert.ca), read(&cert.cert), read(&cert.key));
         let config = format!(
-            "node = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n",
+            "node = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n\
+             [tls]\nca = \"/tmp/tls/ca.pem\"\ncert = \"/tmp/tls/agent.pem\"\nkey = \"/tmp/tls/agent-key.pem\"\n",
             node.name(),
             endpoints.join(", ")
         );
         node.run_ok(&format!(
-            "cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
+            "mkdir -p /tmp/tls && cat > /tmp/tls/ca.pem <<'EOF'\n{ca}EOF\ncat > /tmp/tls/agent.pem <<'EOF'\n{crt}EOF\n\
+             cat > /tmp/tls/agent-key.pem <<'EOF'\n{key}EOF\nchmod 600 /tmp/tls/agent-key.pem\n\
+             cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
             bin("rdmaq-agent").display()
         ))?;
         Ok(())

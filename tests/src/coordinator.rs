@@ -15,7 +15,10 @@ use std::{
 
 use nix::{sys::signal, unistd::Pid};
 
-use crate::bins::bin;
+use crate::{
+    bins::bin,
+    pki::{Cert, Pki},
+};
 
 pub struct Member {
     pub id: u64,
@@ -33,6 +36,8 @@ pub struct CoordinatorCluster {
     /// Run members and the CLI inside this network namespace (the soft-RoCE lab's), where
     /// the lab nodes can reach them.
     netns: Option<String>,
+    /// The cluster's CA; members, the CLI and agents all speak mutual TLS.
+    pub pki: Pki,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -88,12 +93,17 @@ impl CoordinatorCluster {
             .map(|m| format!("{}={}", m.id, m.addr))
             .collect::<Vec<_>>()
             .join(",");
+        let pki = Pki::new(&dir.join("pki"));
+        for m in &members {
+            pki.member(m.id, &[m.addr.ip().to_string()]);
+        }
         let mut cluster = CoordinatorCluster {
             dir,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             initial,
             netns,
+            pki,
         };
         for id in 1..=n {
             cluster.start_member(id);
@@ -125,6 +135,8 @@ impl CoordinatorCluster {
     pub fn start_member(&mut self, id: u64) {
         let (extra, initial) = (self.extra.clone(), self.initial.clone());
         let mut cmd = self.command(&bin("rdmaq-coordinator"));
+        let addr = self.addr(id);
+        let tls = self.pki.member(id, &[addr.ip().to_string()]).flags();
         let m = self.member(id);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -140,6 +152,7 @@ impl CoordinatorCluster {
             .arg(&m.data_dir)
             .arg("--initial-members")
             .arg(&initial)
+            .args(&tls)
             .args(&extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
@@ -189,11 +202,17 @@ impl CoordinatorCluster {
             .join(",")
     }
 
-    /// Runs `rdmaq --endpoints ENDPOINTS ARGS...`.
+    /// Runs `rdmaq --endpoints ENDPOINTS ARGS...` as the test admin.
     pub fn cli_at(&self, endpoints: &str, args: &[&str]) -> Output {
+        self.cli_as(&self.pki.admin(), endpoints, args)
+    }
+
+    /// Runs `rdmaq --endpoints ENDPOINTS ARGS...` with certificate `who`.
+    pub fn cli_as(&self, who: &Cert, endpoints: &str, args: &[&str]) -> Output {
         self.command(&bin("rdmaq"))
             .arg("--endpoints")
             .arg(endpoints)
+            .args(who.flags())
             .args(args)
             .output()
             .expect("running rdmaq")

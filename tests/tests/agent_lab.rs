@@ -131,7 +131,8 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
                 "--initial-members",
                 &format!("1={addr}"),
             ])
-            .args(["--lease-ttl-ms", "4000"])
+            // Plain text here (the insecure path); the cluster tests run with mutual TLS.
+            .args(["--lease-ttl-ms", "4000", "--insecure"])
             .arg("--data-dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -141,7 +142,7 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     );
     let cli = |args: &[&str]| {
         lab.host_command(bins::bin("rdmaq"))
-            .args(["--endpoints", &addr])
+            .args(["--endpoints", &addr, "--insecure"])
             .args(args)
             .output()
             .unwrap()
@@ -151,7 +152,7 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     let _agent = agent(
         n,
         &format!(
-            "node = \"n1\"\nendpoints = [\"{addr}\"]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\""
+            "node = \"n1\"\nendpoints = [\"{addr}\"]\nlease_margin_ms = 1000\ninsecure = true\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\""
         ),
         "",
     );

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdmaq_lab::coordinator::CoordinatorCluster;
+use rdmaq_lab::{coordinator::CoordinatorCluster, pki::Cert};
 use rdmaq_proto::v1::{self as pb, admin_client::AdminClient, agent_client::AgentClient};
 use tonic::transport::Channel;
 
@@ -16,22 +16,13 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn agent(addr: std::net::SocketAddr) -> AgentClient<Channel> {
-    AgentClient::new(
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .timeout(Duration::from_secs(10))
-            .connect_lazy(),
-    )
+/// An agent client with `who`'s certificate (an agent may act only for its own node).
+async fn agent(who: &Cert, addr: std::net::SocketAddr) -> AgentClient<Channel> {
+    AgentClient::new(who.channel(&addr.to_string(), Duration::from_secs(10)))
 }
 
-async fn admin(addr: std::net::SocketAddr) -> AdminClient<Channel> {
-    AdminClient::new(
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .timeout(Duration::from_secs(10))
-            .connect_lazy(),
-    )
+async fn admin(who: &Cert, addr: std::net::SocketAddr) -> AdminClient<Channel> {
+    AdminClient::new(who.channel(&addr.to_string(), Duration::from_secs(10)))
 }
 
 fn qps(n: u64) -> Option<pb::Amounts> {
@@ -117,8 +108,9 @@ fn quotas_and_allotments_survive_a_full_restart() {
     let mut c = CoordinatorCluster::start(3, &[]);
     c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
     let addr = c.addr(1);
+    let n1 = c.pki.agent("n1");
     rt().block_on(async {
-        let mut a = agent(addr).await;
+        let mut a = agent(&n1, addr).await;
         a.register(pb::RegisterRequest {
             node: "n1".into(),
             address: String::new(),
@@ -162,8 +154,9 @@ fn a_member_cut_off_from_the_others_refuses_grants() {
         c.pause(o);
     }
     let addr = c.addr(leader);
+    let n1 = c.pki.agent("n1");
     let err = rt().block_on(async {
-        let mut a = agent(addr).await;
+        let mut a = agent(&n1, addr).await;
         let _ = a
             .register(pb::RegisterRequest {
                 node: "n1".into(),
@@ -200,11 +193,13 @@ fn a_member_that_missed_thousands_of_entries_catches_up_from_a_snapshot() {
     c.kill(lagging);
     let addr = c.addr(leader);
     let writes = 3000u64;
+    let certs: Vec<Cert> = (0..16).map(|w| c.pki.agent(&format!("n{w}"))).collect();
     rt().block_on(async {
         let mut tasks = Vec::new();
         for w in 0..16u64 {
+            let cert = certs[w as usize].clone();
             tasks.push(tokio::spawn(async move {
-                let mut a = agent(addr).await;
+                let mut a = agent(&cert, addr).await;
                 let node = format!("n{w}");
                 a.register(pb::RegisterRequest {
                     node: node.clone(),
@@ -317,13 +312,16 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
     let c = CoordinatorCluster::start(3, &["--lease-ttl-ms", "4000"]);
     c.cli_ok(&["quota", "set", "t1", "--max-qp", "20"]);
     let addrs: Vec<_> = c.members.iter().map(|m| m.addr).collect();
+    let certs: Vec<Cert> = (0..6).map(|w| c.pki.agent(&format!("n{w}"))).collect();
+    let admin_cert = c.pki.admin();
     let violations = rt().block_on(async move {
         let mut tasks = Vec::new();
         for w in 0..6usize {
             let addr = addrs[w % addrs.len()];
+            let (cert, admin_cert) = (certs[w].clone(), admin_cert.clone());
             tasks.push(tokio::spawn(async move {
-                let mut a = agent(addr).await;
-                let mut adm = admin(addr).await;
+                let mut a = agent(&cert, addr).await;
+                let mut adm = admin(&admin_cert, addr).await;
                 let node = format!("n{w}");
                 a.register(pb::RegisterRequest { node: node.clone(), address: String::new() })
                     .await
@@ -394,8 +392,9 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
 
     // A release makes budget grantable to another node at once.
     let addr = c.addr(1);
+    let (n0, n1, admin_cert) = (c.pki.agent("n0"), c.pki.agent("n1"), c.pki.admin());
     rt().block_on(async {
-        let mut adm = admin(addr).await;
+        let mut adm = admin(&admin_cert, addr).await;
         adm.set_quota(pb::SetQuotaRequest {
             tenant: "t2".into(),
             limits: Some(pb::Limits {
@@ -405,7 +404,8 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
         })
         .await
         .unwrap();
-        let mut a = agent(addr).await;
+        let mut a = agent(&n0, addr).await;
+        let mut b = agent(&n1, addr).await;
         let grant = |node: &str, n: u64| pb::AcquireRequest {
             node: node.into(),
             tenant: "t2".into(),
@@ -413,7 +413,7 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
             min: qps(n),
         };
         a.acquire(grant("n0", 4)).await.unwrap();
-        assert!(a.acquire(grant("n1", 1)).await.is_err(), "cap 4 exceeded");
+        assert!(b.acquire(grant("n1", 1)).await.is_err(), "cap 4 exceeded");
         a.release(pb::ReleaseRequest {
             node: "n0".into(),
             tenant: "t2".into(),
@@ -421,7 +421,7 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
         })
         .await
         .unwrap();
-        let r = a.acquire(grant("n1", 3)).await.unwrap().into_inner();
+        let r = b.acquire(grant("n1", 3)).await.unwrap().into_inner();
         assert_eq!(r.granted.unwrap().qp, 3);
     });
 }
@@ -448,8 +448,9 @@ fn metrics_show_grants_denials_and_tenant_caps() {
     let c = CoordinatorCluster::start(1, &["--metrics-listen", &metrics.to_string()]);
     c.cli_ok(&["quota", "set", "t1", "--max-qp", "3"]);
     let addr = c.addr(1);
+    let n1 = c.pki.agent("n1");
     rt().block_on(async {
-        let mut a = agent(addr).await;
+        let mut a = agent(&n1, addr).await;
         a.register(pb::RegisterRequest {
             node: "n1".into(),
             address: String::new(),

@@ -1,5 +1,7 @@
 //! One module per top-level subcommand.
 
+pub mod audit;
+pub mod certs;
 pub mod cluster;
 pub mod exec;
 pub mod node;

@@ -1,7 +1,7 @@
 //! Raft traffic between members over gRPC: openraft's requests and responses travel as
 //! JSON inside `RaftPayload`, on tonic channels that connect lazily and are reused.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use openraft::{
     BasicNode,
@@ -12,28 +12,29 @@ use openraft::{
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
 };
+use rdmaq_common::tls::{self, Tls, TlsError};
 use rdmaq_proto::raft::{RaftPayload, raft_client::RaftClient};
 use serde::{Serialize, de::DeserializeOwned};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{NodeId, TypeConfig};
 
 /// Largest Raft message (a snapshot chunk or a batch of entries).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// A lazily connecting client to the member at `addr` (host:port).
-pub fn raft_client(addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .connect_lazy();
+/// A lazily connecting client to the member at `addr` (host:port), over mTLS with this
+/// member's certificate unless the cluster runs insecure.
+pub fn raft_client(addr: &str, tls: Option<Arc<Tls>>) -> Result<RaftClient<Channel>, TlsError> {
+    let channel = tls::connect_lazy(tls::endpoint(addr, Duration::from_millis(500))?, tls);
     Ok(RaftClient::new(channel)
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE))
 }
 
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub tls: Option<Arc<Tls>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -41,7 +42,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             target,
-            client: raft_client(&node.addr).map_err(|e| e.to_string()),
+            client: raft_client(&node.addr, self.tls.clone()).map_err(|e| e.to_string()),
         }
     }
 }

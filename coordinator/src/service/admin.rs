@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rdmaq_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
-use super::{LOCAL_ACTOR, convert, ok_reply, unexpected};
+use super::{authz, convert, ok_reply, unexpected};
 use crate::{
     Error,
     cluster::{Cluster, MemberView},
@@ -37,6 +37,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::SetQuotaRequest>,
     ) -> Result<Response<pb::Quota>, Status> {
+        let who = authz::admin(&self.cluster, &req, "Admin/SetQuota")?;
         let req = req.into_inner();
         tenant_arg(&req.tenant)?;
         let limits = req
@@ -48,7 +49,7 @@ impl Admin for AdminService {
         let reply = self
             .cluster
             .propose(
-                LOCAL_ACTOR,
+                &who.subject,
                 Command::SetQuota {
                     tenant: req.tenant,
                     limits,
@@ -67,13 +68,15 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::TenantRequest>,
     ) -> Result<Response<pb::Quota>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/GetQuota")?;
         super::get_quota(&self.cluster, req.into_inner().tenant).await
     }
 
     async fn list_quotas(
         &self,
-        _req: Request<pb::ListQuotasRequest>,
+        req: Request<pb::ListQuotasRequest>,
     ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/ListQuotas")?;
         let quotas = self
             .cluster
             .read(|s| {
@@ -90,11 +93,12 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::TenantRequest>,
     ) -> Result<Response<pb::DeleteQuotaResponse>, Status> {
+        let who = authz::admin(&self.cluster, &req, "Admin/DeleteQuota")?;
         let tenant = req.into_inner().tenant;
         tenant_arg(&tenant)?;
         let reply = self
             .cluster
-            .propose(LOCAL_ACTOR, Command::DeleteQuota { tenant })
+            .propose(&who.subject, Command::DeleteQuota { tenant })
             .await?;
         ok_reply(reply)?;
         Ok(Response::new(pb::DeleteQuotaResponse {}))
@@ -104,6 +108,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::UsageRequest>,
     ) -> Result<Response<pb::UsageResponse>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/Usage")?;
         let tenant = req.into_inner().tenant;
         if !tenant.is_empty() {
             tenant_arg(&tenant)?;
@@ -132,8 +137,9 @@ impl Admin for AdminService {
 
     async fn list_nodes(
         &self,
-        _req: Request<pb::ListNodesRequest>,
+        req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/ListNodes")?;
         let nodes = self
             .cluster
             .read(|s| {
@@ -156,11 +162,12 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let who = authz::admin(&self.cluster, &req, "Admin/RemoveNode")?;
         let node = req.into_inner().node;
         validate::name("node", &node).map_err(Error::Rejected)?;
         let reply = self
             .cluster
-            .propose(LOCAL_ACTOR, Command::RemoveNode { node })
+            .propose(&who.subject, Command::RemoveNode { node })
             .await?;
         ok_reply(reply)?;
         Ok(Response::new(pb::RemoveNodeResponse {}))
@@ -168,8 +175,9 @@ impl Admin for AdminService {
 
     async fn cluster_status(
         &self,
-        _req: Request<pb::ClusterStatusRequest>,
+        req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/ClusterStatus")?;
         let m = self.cluster.raft.metrics().borrow().clone();
         Ok(Response::new(pb::ClusterStatusResponse {
             id: self.cluster.id,
@@ -187,10 +195,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let who = authz::admin(&self.cluster, &req, "Admin/AddMember")?;
         let req = req.into_inner();
         let members = self
             .cluster
-            .add_member(req.id, &req.address, req.voter, LOCAL_ACTOR)
+            .add_member(req.id, &req.address, req.voter, &who.subject)
             .await?;
         Ok(Response::new(pb::MembershipResponse {
             members: members_to_pb(members),
@@ -201,10 +210,38 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let who = authz::admin(&self.cluster, &req, "Admin/RemoveMember")?;
         let id = req.into_inner().id;
-        let members = self.cluster.remove_member(id, LOCAL_ACTOR).await?;
+        let members = self.cluster.remove_member(id, &who.subject).await?;
         Ok(Response::new(pb::MembershipResponse {
             members: members_to_pb(members),
         }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/ListAudit")?;
+        let limit = req.into_inner().limit as usize;
+        let records = self
+            .cluster
+            .read(|s| {
+                let skip = match limit {
+                    0 => 0,
+                    n => s.audit.len().saturating_sub(n),
+                };
+                s.audit
+                    .iter()
+                    .skip(skip)
+                    .map(|r| pb::AuditRecord {
+                        unix_ms: r.at_ms,
+                        actor: r.actor.clone(),
+                        action: r.action.clone(),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListAuditResponse { records }))
     }
 }

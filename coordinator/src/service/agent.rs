@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rdmaq_proto::v1::{self as pb, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
-use super::{LOCAL_ACTOR, convert, ok_reply, unexpected};
+use super::{authz, convert, ok_reply, unexpected};
 use crate::{
     Error,
     cluster::Cluster,
@@ -31,12 +31,13 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let who = authz::agent_for(&self.cluster, &req, "Agent/Register", &req.get_ref().node)?;
         let req = req.into_inner();
         names(&req.node, None)?;
         let reply = self
             .cluster
             .propose(
-                LOCAL_ACTOR,
+                &who.subject,
                 Command::RegisterNode {
                     node: req.node.clone(),
                     address: req.address,
@@ -58,6 +59,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let who = authz::agent_for(&self.cluster, &req, "Agent/Acquire", &req.get_ref().node)?;
         let req = req.into_inner();
         names(&req.node, Some(&req.tenant))?;
         let command = Command::Acquire {
@@ -66,7 +68,7 @@ impl Agent for AgentService {
             want: convert::amounts_from_pb(req.want),
             min: convert::amounts_from_pb(req.min),
         };
-        match ok_reply(self.cluster.propose(LOCAL_ACTOR, command).await?)? {
+        match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
             Reply::Granted {
                 granted,
                 allotment,
@@ -84,6 +86,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let who = authz::agent_for(&self.cluster, &req, "Agent/Release", &req.get_ref().node)?;
         let req = req.into_inner();
         names(&req.node, Some(&req.tenant))?;
         let command = Command::Release {
@@ -91,7 +94,7 @@ impl Agent for AgentService {
             tenant: req.tenant,
             amounts: convert::amounts_from_pb(req.amounts),
         };
-        match ok_reply(self.cluster.propose(LOCAL_ACTOR, command).await?)? {
+        match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
             Reply::Released { allotment } => Ok(Response::new(pb::ReleaseResponse {
                 allotment: Some(convert::allotment_to_pb(&allotment)),
             })),
@@ -103,6 +106,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let who = authz::agent_for(&self.cluster, &req, "Agent/Heartbeat", &req.get_ref().node)?;
         let req = req.into_inner();
         names(&req.node, None)?;
         let mut used = Vec::with_capacity(req.reports.len());
@@ -114,7 +118,7 @@ impl Agent for AgentService {
             node: req.node,
             used,
         };
-        match ok_reply(self.cluster.propose(LOCAL_ACTOR, command).await?)? {
+        match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
             Reply::HeartbeatAck {
                 lease_expires_ms,
                 allotments,
@@ -140,6 +144,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::TenantRequest>,
     ) -> Result<Response<pb::Quota>, Status> {
+        authz::quota_reader(&self.cluster, &req, "Agent/GetQuota")?;
         super::get_quota(&self.cluster, req.into_inner().tenant).await
     }
 }

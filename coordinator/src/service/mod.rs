@@ -2,13 +2,11 @@
 
 pub mod admin;
 pub mod agent;
+pub mod authz;
 pub mod convert;
 pub mod raft;
 
 use crate::{Error, state::Reply};
-
-/// The actor recorded in the audit trail until certificates name callers.
-pub const LOCAL_ACTOR: &str = "local";
 
 /// Turns a state-machine reply that is an error into one.
 pub fn ok_reply(reply: Reply) -> Result<Reply, Error> {

@@ -6,6 +6,7 @@ use rdmaq_proto::raft::{RaftPayload, raft_server::Raft as RaftRpc};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::{Request, Response, Status};
 
+use super::authz;
 use crate::cluster::{Cluster, Forwarded};
 
 pub struct RaftService {
@@ -28,11 +29,13 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        authz::member(&self.cluster, &req, "Raft/AppendEntries")?;
         let r = self.cluster.raft.append_entries(decode(req)?).await;
         encode(&r)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        authz::member(&self.cluster, &req, "Raft/Vote")?;
         let r = self.cluster.raft.vote(decode(req)?).await;
         encode(&r)
     }
@@ -41,11 +44,13 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        authz::member(&self.cluster, &req, "Raft/InstallSnapshot")?;
         let r = self.cluster.raft.install_snapshot(decode(req)?).await;
         encode(&r)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        authz::member(&self.cluster, &req, "Raft/Forward")?;
         let what: Forwarded = decode(req)?;
         encode(&self.cluster.serve_forwarded(what).await)
     }

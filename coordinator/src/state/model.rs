@@ -68,7 +68,7 @@ impl Allotment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub at_ms: u64,
-    /// Who asked (certificate subject, or "dev"/"local" without TLS).
+    /// Who asked: the subject of the caller's certificate ("insecure (no TLS)" without TLS).
     pub actor: String,
     pub action: String,
 }

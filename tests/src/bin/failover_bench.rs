@@ -7,18 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use rdmaq_lab::coordinator::CoordinatorCluster;
+use rdmaq_lab::{coordinator::CoordinatorCluster, pki::Cert};
 use rdmaq_proto::v1::{self as pb, agent_client::AgentClient};
 use tonic::transport::Channel;
 
-fn client(addr: std::net::SocketAddr) -> AgentClient<Channel> {
-    AgentClient::new(
-        Channel::from_shared(format!("http://{addr}"))
-            .expect("a valid URI")
-            .connect_timeout(Duration::from_millis(200))
-            .timeout(Duration::from_millis(500))
-            .connect_lazy(),
-    )
+fn client(who: &Cert, addr: std::net::SocketAddr) -> AgentClient<Channel> {
+    AgentClient::new(who.channel(&addr.to_string(), Duration::from_millis(500)))
 }
 
 fn one_qp() -> Option<pb::Amounts> {
@@ -36,8 +30,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let mut c = CoordinatorCluster::start(3, &[]);
     c.cli_ok(&["quota", "set", "bench", "--max-qp", "1000000"]);
+    let cert = c.pki.agent("bench-node");
     rt.block_on(async {
-        let mut a = client(c.addr(1));
+        let mut a = client(&cert, c.addr(1));
         a.register(pb::RegisterRequest {
             node: "bench-node".into(),
             address: String::new(),
@@ -65,7 +60,7 @@ fn main() {
                         want: one_qp(),
                         min: one_qp(),
                     };
-                    if client(*addr).acquire(req).await.is_ok() {
+                    if client(&cert, *addr).acquire(req).await.is_ok() {
                         return killed.elapsed();
                     }
                 }
