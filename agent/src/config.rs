@@ -298,4 +298,61 @@ mod tests {
             assert!(err.contains(key), "{key:?} not named in: {err}");
         }
     }
+
+    /// Fuzz target: the config parser never panics on any document, and every error names
+    /// the key (or the document) it is about.
+    #[test]
+    fn fuzz_config_parser() {
+        const KEYS: &[&str] = &[
+            "node",
+            "socket",
+            "socket_mode",
+            "socket_gid",
+            "socket_uid",
+            "endpoints",
+            "address",
+            "status_listen",
+            "lease_margin_ms",
+            "on_lease_lost",
+            "fail_static_floor",
+            "fail_static_floor.max_qp",
+            "unknown_tenant",
+            "backstop",
+            "cgroup_root",
+            "default_tenant",
+            "rules",
+            "tenants",
+            "tenants.t1",
+            "tenants.t1.max_qp",
+            "tenants.t1.max_mr_bytes",
+            "tenants.t1.qp_create_per_sec",
+            "tls",
+            "tls.ca",
+            "tls.cert",
+            "tls.key",
+            "insecure",
+        ];
+        rdmaq_common::fuzz::run_for(
+            "agent config",
+            rdmaq_common::fuzz::toml_documents(KEYS),
+            |doc| {
+                match Config::from_toml(&doc) {
+                    Ok(c) => proptest::prop_assert!(c.validate().is_ok()),
+                    Err(Error::Config { key, reason }) => {
+                        // The key is one the document wrote, or a known one it lacks.
+                        let last = key.rsplit('.').next().unwrap_or(&key);
+                        let named = doc.contains(last)
+                            || KEYS.contains(&key.as_str())
+                            || key == "<document>";
+                        proptest::prop_assert!(
+                            named && !reason.is_empty(),
+                            "key {key:?} for {doc:?}: {reason}"
+                        )
+                    }
+                    Err(e) => proptest::prop_assert!(false, "not a config error: {e}"),
+                }
+                Ok(())
+            },
+        );
+    }
 }

@@ -13,10 +13,29 @@ pub enum ClientError {
     NoEndpoints,
     #[error("invalid endpoint {endpoint:?}: {detail}")]
     BadEndpoint { endpoint: String, detail: String },
-    #[error("no coordinator answered ({})", .tried.join("; "))]
-    Unreachable { tried: Vec<String> },
-    #[error("{}", .0.message())]
+    #[error("no coordinator answered ({}); {hint}", .tried.join("; "))]
+    Unreachable {
+        tried: Vec<String>,
+        hint: &'static str,
+    },
+    #[error("{}", describe(.0))]
     Status(Status),
+}
+
+/// A status's message and the causes under it: a refused TLS handshake shows up only in
+/// the transport error's sources (e.g. "received fatal alert: CertificateExpired").
+fn describe(s: &Status) -> String {
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let cause = e.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// Pause between rounds over the endpoints.
@@ -74,16 +93,27 @@ impl Endpoints {
                     Err(s)
                         if matches!(
                             s.code(),
-                            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                            Code::Unavailable
+                                | Code::DeadlineExceeded
+                                | Code::Unknown
+                                | Code::Cancelled
                         ) =>
                     {
-                        tried.push(format!("{endpoint}: {}", s.message()));
+                        tried.push(format!("{endpoint}: {}", describe(&s)));
                     }
                     Err(s) => return Err(ClientError::Status(s)),
                 }
             }
             if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(ClientError::Unreachable { tried });
+                let hint = if self.tls.is_some() {
+                    "if the connections were closed right after the TLS handshake, the members \
+                     refused your certificate: check that it is issued by the cluster's CA and \
+                     not expired"
+                } else {
+                    "plain text (--insecure): if the members run with TLS, pass --tls-ca, \
+                     --tls-cert and --tls-key"
+                };
+                return Err(ClientError::Unreachable { tried, hint });
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }

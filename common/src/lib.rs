@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod logging;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -113,13 +113,55 @@ mod tests {
         }
     }
 
-    proptest! {
-        #[test]
-        fn size_parser_never_panics(s in ".{0,24}") {
-            let _ = parse_size(&s);
-            let _ = parse_rate(&s);
-        }
+    /// Inputs near the grammar: numbers (some huge), units real and not, separators, junk.
+    fn size_like() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            (0u64..100_000).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            "[0-9]{15,30}",
+            "-?[0-9]{0,4}(\\.[0-9]{0,3})?",
+        ];
+        let unit = prop_oneof![
+            Just(String::new()),
+            proptest::sample::select(vec![
+                "B", "K", "KB", "KiB", "M", "MB", "MiB", "G", "GB", "GiB", "T", "TB", "TiB", "/s",
+                "/min", "/h", "/", "kib", "XiB",
+            ])
+            .prop_map(String::from),
+            ".{0,4}",
+        ];
+        (number, "[ \t]{0,2}", unit, ".{0,2}")
+            .prop_map(|(n, sp, u, junk)| format!("{n}{sp}{u}{junk}"))
+    }
 
+    /// Fuzz target: the size and rate parsers never panic, an error names the input, and a
+    /// size that parses is the number times its unit.
+    #[test]
+    fn fuzz_size_and_rate_parsers() {
+        crate::fuzz::run_for(
+            "size/rate parsers",
+            prop_oneof![size_like(), ".{0,24}"],
+            |s| {
+                for result in [parse_size(&s), parse_rate(&s).map(u64::from)] {
+                    if let Err(e) = result {
+                        let msg = e.to_string();
+                        let named = [s.as_str(), s.trim()]
+                            .iter()
+                            .any(|v| msg.contains(v) || msg.contains(&format!("{v:?}")));
+                        prop_assert!(named, "error {msg:?} does not name {s:?}");
+                    }
+                }
+                if let (Ok(n), Some(digits)) = (parse_size(&s), s.trim().strip_suffix("KiB"))
+                    && let Ok(d) = digits.trim().parse::<u64>()
+                {
+                    prop_assert_eq!(Some(n), d.checked_mul(1024));
+                }
+                Ok(())
+            },
+        );
+    }
+
+    proptest! {
         #[test]
         fn sizes_round_trip(n in 0u64..(1 << 40)) {
             prop_assert_eq!(parse_size(&format!("{n}KiB")), Ok(n << 10));

@@ -229,12 +229,62 @@ insecure = true
             (GOOD.replace("insecure = true", ""), "tls"),
             (
                 GOOD.replace("insecure = true", "[tls]\nca = \"a\"\ncert = \"b\"\n"),
-                "tls",
+                "tls.key",
             ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(key), "{key:?} not named in: {err}");
         }
+    }
+
+    /// Fuzz target: the config parser never panics on any document, and every error names
+    /// the key (or the document) it is about.
+    #[test]
+    fn fuzz_config_parser() {
+        const KEYS: &[&str] = &[
+            "id",
+            "listen",
+            "advertise",
+            "data_dir",
+            "initial_members",
+            "initial_members.1",
+            "lease_ttl_ms",
+            "node_dead_ms",
+            "agent_heartbeat_interval_ms",
+            "raft_heartbeat_ms",
+            "election_timeout_ms",
+            "snapshot_every",
+            "quorum_timeout_ms",
+            "metrics_listen",
+            "tls",
+            "tls.ca",
+            "tls.cert",
+            "tls.key",
+            "insecure",
+            "max_connections",
+        ];
+        rdmaq_common::fuzz::run_for(
+            "coordinator config",
+            rdmaq_common::fuzz::toml_documents(KEYS),
+            |doc| {
+                match Config::from_toml(&doc) {
+                    Ok(c) => proptest::prop_assert!(c.validate().is_ok()),
+                    Err(Error::Config { key, reason }) => {
+                        // The key is one the document wrote, or a known one it lacks.
+                        let last = key.rsplit('.').next().unwrap_or(&key);
+                        let named = doc.contains(last)
+                            || KEYS.contains(&key.as_str())
+                            || key == "<document>";
+                        proptest::prop_assert!(
+                            named && !reason.is_empty(),
+                            "key {key:?} for {doc:?}: {reason}"
+                        )
+                    }
+                    Err(e) => proptest::prop_assert!(false, "not a config error: {e}"),
+                }
+                Ok(())
+            },
+        );
     }
 }

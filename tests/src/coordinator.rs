@@ -162,6 +162,15 @@ impl CoordinatorCluster {
         m.child = Some(child);
     }
 
+    /// The process id of member `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.child.as_ref())
+            .map(|c| c.id())
+    }
+
     /// Kills member `id` with SIGKILL.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.member(id).child.take() {

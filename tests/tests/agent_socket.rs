@@ -263,3 +263,165 @@ fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
     assert!(ok, "the agent did not replace the stale socket");
     assert_eq!(mode, 0o660);
 }
+
+/// One thing a fuzzed client does on its connection.
+#[derive(Debug, Clone)]
+enum Step {
+    Hello {
+        version: u32,
+        held_qps: u64,
+        launcher: String,
+    },
+    Admit {
+        resource: i32,
+        prefetch: u32,
+        bytes: u64,
+        send_wr: u32,
+    },
+    Release {
+        resource: i32,
+        count: u32,
+        bytes: u64,
+    },
+    Raw(Vec<u8>),
+    /// A header announcing `len` bytes, then fewer.
+    Truncated {
+        len: u32,
+        sent: Vec<u8>,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let resource = prop_oneof![0..5i32, any::<i32>()];
+    prop_oneof![
+        3 => (prop_oneof![Just(PROTOCOL_VERSION), 0..4u32], 0..20u64, "[a-z]{0,3}")
+            .prop_map(|(version, held_qps, launcher)| Step::Hello { version, held_qps, launcher }),
+        6 => (resource.clone(), prop_oneof![0..10u32, any::<u32>()], any::<u64>(), any::<u32>())
+            .prop_map(|(resource, prefetch, bytes, send_wr)| Step::Admit { resource, prefetch, bytes, send_wr }),
+        3 => (resource, prop_oneof![0..10u32, any::<u32>()], any::<u64>())
+            .prop_map(|(resource, count, bytes)| Step::Release { resource, count, bytes }),
+        1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Step::Raw),
+        1 => (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(len, sent)| Step::Truncated { len, sent }),
+    ]
+}
+
+fn bytes_of(seq: u64, s: &Step) -> Vec<u8> {
+    let body = match s.clone() {
+        Step::Hello {
+            version,
+            held_qps,
+            launcher,
+        } => request::Body::Hello(msg::Hello {
+            protocol_version: version,
+            held_qps,
+            launcher_tenant: launcher,
+            ..Default::default()
+        }),
+        Step::Admit {
+            resource,
+            prefetch,
+            bytes,
+            send_wr,
+        } => request::Body::Admit(msg::Admit {
+            resource,
+            prefetch,
+            bytes,
+            max_send_wr: send_wr,
+            ..Default::default()
+        }),
+        Step::Release {
+            resource,
+            count,
+            bytes,
+        } => request::Body::Release(msg::Release {
+            resource,
+            count,
+            bytes,
+        }),
+        Step::Raw(b) => return b,
+        Step::Truncated { len, sent } => {
+            let mut b = len.to_le_bytes().to_vec();
+            b.extend(sent.iter().take(len as usize));
+            return b;
+        }
+    };
+    frame::encode(&msg::Request {
+        seq,
+        body: Some(body),
+    })
+    .unwrap()
+}
+
+/// QPs a fresh, well-behaved client gets, one at a time, until denied (at most `limit + 1`).
+fn fresh_client_qps(sock: &Path, limit: u32) -> u32 {
+    let mut s = connect(sock);
+    hello(&mut s);
+    let mut got = 0;
+    for seq in 2..limit as u64 + 3 {
+        let r = admit_qps(&mut s, seq, 1);
+        if r.verdict != Verdict::Allow as i32 {
+            break;
+        }
+        got += r.granted.max(1);
+    }
+    got
+}
+
+/// Fuzz target: random sessions of valid, invalid, out-of-order, truncated and junk
+/// messages against a real agent. Every reply is a well-formed frame, no admission goes
+/// beyond the cap, the agent never dies, and once a session is gone all of its budget is
+/// back: a fresh client gets exactly the cap.
+#[test]
+fn fuzz_hostile_sessions_never_crash_the_agent_or_leak_budget() {
+    const CAP: u32 = 6;
+    let a = start(&format!(
+        "default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = {CAP}\nmax_mr = 4\nmax_mr_bytes = \"1MiB\"\n"
+    ));
+    let sock = a.dir.join("agent.sock");
+    let sessions = proptest::collection::vec(step(), 1..12);
+    rdmaq_common::fuzz::run_for("agent socket sessions", sessions, |steps| {
+        let mut s = connect(&sock);
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for (i, st) in steps.iter().enumerate() {
+            // The agent may already have closed the connection: later writes just fail.
+            let _ = s.write_all(&bytes_of(i as u64 + 1, st));
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        // Every reply decodes; admissions stay within the cap.
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        let mut rest = &all[..];
+        while rest.len() >= frame::HEADER_LEN {
+            let len = frame::body_len(rest[..4].try_into().unwrap())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(rest.len() >= 4 + len, "a truncated reply");
+            let r: msg::Response = frame::decode(&rest[4..4 + len])
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            if let Some(response::Body::Admit(ad)) = r.body {
+                proptest::prop_assert!(
+                    ad.granted <= CAP.max(4),
+                    "granted {} over the cap",
+                    ad.granted
+                );
+            }
+            rest = &rest[4 + len..];
+        }
+        proptest::prop_assert!(rest.is_empty(), "trailing bytes in the replies");
+        drop(s);
+        // The session's budget comes back (its task ends just after the close).
+        let mut got = 0;
+        for _ in 0..200 {
+            got = fresh_client_qps(&sock, CAP);
+            if got == CAP {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        proptest::prop_assert_eq!(got, CAP, "budget leaked or cap broken after {:?}", steps);
+        Ok(())
+    });
+    let mut a = a;
+    assert!(a.child.try_wait().unwrap().is_none(), "the agent died");
+}

@@ -108,7 +108,7 @@ impl State {
         };
         self.quotas.insert(tenant.to_string(), quota.clone());
         self.shrink_to_caps(tenant, limits);
-        self.audit(actor, format!("quota set {tenant} {limits:?}"));
+        self.audit(actor, format!("quota set {tenant} {limits}"));
         Ok(Reply::Quota {
             tenant: tenant.to_string(),
             quota,
