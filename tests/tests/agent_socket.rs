@@ -234,7 +234,12 @@ fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
     // A stale socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap());
     assert!(dir.join("agent.sock").exists());
-    std::fs::write(dir.join("agent.toml"), "socket_mode = \"0660\"\n").unwrap();
+    // Owner and group as configured (numeric; the tests run as root, so any will do).
+    std::fs::write(
+        dir.join("agent.toml"),
+        "socket_mode = \"0660\"\nsocket_uid = 1\nsocket_gid = 2\n",
+    )
+    .unwrap();
     let mut child = Command::new(bins::bin("rdmaq-agent"))
         .arg("--config")
         .arg(dir.join("agent.toml"))
@@ -252,16 +257,18 @@ fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mode = std::fs::metadata(dir.join("agent.sock"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let meta = std::fs::metadata(dir.join("agent.sock")).unwrap();
+    let mode = meta.permissions().mode() & 0o777;
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.uid(), meta.gid())
+    };
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "the agent did not replace the stale socket");
     assert_eq!(mode, 0o660);
+    assert_eq!(owner, (1, 2), "socket owner");
 }
 
 /// One thing a fuzzed client does on its connection.
