@@ -3,8 +3,9 @@
 //! on followers), and changes membership.
 
 use std::{
+    collections::HashMap,
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,11 +14,13 @@ use openraft::{
     error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError},
 };
 use rdmaq_common::tls::Tls;
-use rdmaq_proto::raft::RaftPayload;
+use rdmaq_proto::raft::{RaftPayload, raft_client::RaftClient};
 use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
 
 use crate::{
     Error,
+    batch::Batcher,
     raft::{NodeId, Raft, network::raft_client, store::SharedState},
     service::authz::Denials,
     state::{Command, LeasePolicy, Proposal, Reply, Request, State},
@@ -73,6 +76,10 @@ pub struct Cluster {
     pub tls: Option<Arc<Tls>>,
     /// Calls refused by the role checks.
     pub denials: Denials,
+    /// Gathers concurrent proposals into one log entry (set right after construction).
+    pub batcher: OnceLock<Batcher>,
+    /// Clients to the other members, by address, for forwarding (one connection each).
+    pub peers: Mutex<HashMap<String, RaftClient<Channel>>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -83,15 +90,21 @@ pub fn now_ms() -> u64 {
 }
 
 impl Cluster {
-    /// Proposes one command and returns the state machine's reply to it.
+    /// Proposes one command and returns the state machine's reply to it. Concurrent
+    /// proposals share a log entry (see `batch.rs`).
     pub async fn propose(&self, actor: &str, command: Command) -> Result<Reply, Error> {
-        let mut replies = self
-            .propose_all(vec![Proposal {
-                actor: actor.to_string(),
-                command,
-            }])
-            .await?;
-        Ok(replies.pop().unwrap_or(Reply::Done))
+        let proposal = Proposal {
+            actor: actor.to_string(),
+            command,
+        };
+        match self.batcher.get() {
+            Some(b) => b.propose(proposal).await,
+            None => Ok(self
+                .propose_all(vec![proposal])
+                .await?
+                .pop()
+                .unwrap_or(Reply::Done)),
+        }
     }
 
     /// Proposes commands as one log entry; on a follower, the leader does it.
@@ -289,8 +302,7 @@ impl Cluster {
             addr: node.addr.clone(),
             detail,
         };
-        let mut client =
-            raft_client(&node.addr, self.tls.clone()).map_err(|e| failed(e.to_string()))?;
+        let mut client = self.peer(&node.addr).map_err(|e| failed(e.to_string()))?;
         let data = serde_json::to_vec(&what).map_err(|e| failed(e.to_string()))?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(Duration::from_secs(10));
@@ -307,6 +319,18 @@ impl Cluster {
             ForwardReply::Failed { message, .. } => Err(failed(message)),
             ok => Ok(ok),
         }
+    }
+
+    /// The client to the member at `addr`, connected once and reused (a new TLS
+    /// connection per forwarded request would cost a handshake each).
+    fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, rdmaq_common::tls::TlsError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = raft_client(addr, self.tls.clone())?;
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
     }
 
     /// Serves a follower's forwarded request (on the leader).

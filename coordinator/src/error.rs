@@ -34,6 +34,36 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error for another waiter of a failed batch (I/O errors become their text).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                field: field.clone(),
+                reason: reason.clone(),
+            },
+            Error::Rejected(e) => Error::Rejected(e.clone()),
+            Error::NoLeader => Error::NoLeader,
+            Error::ForwardFailed {
+                leader,
+                addr,
+                detail,
+            } => Error::ForwardFailed {
+                leader: *leader,
+                addr: addr.clone(),
+                detail: detail.clone(),
+            },
+            Error::Timeout { what, ms } => Error::Timeout {
+                what: what.clone(),
+                ms: *ms,
+            },
+            Error::Config { key, reason } => Error::Config {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Raft(other.to_string()),
+        }
+    }
+
     pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field: field.to_string(),

@@ -2,6 +2,7 @@
 //! nodes and per-node allotments (DESIGN.md, "Budget model").
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod cluster;
 pub mod config;
 mod error;

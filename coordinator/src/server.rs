@@ -97,7 +97,12 @@ pub async fn run(
         insecure: tls.is_none(),
         tls: tls.clone(),
         denials: Default::default(),
+        batcher: Default::default(),
+        peers: Default::default(),
     });
+    let _ = cluster
+        .batcher
+        .set(crate::batch::Batcher::start(Arc::downgrade(&cluster)));
 
     let listener = TcpListener::bind(cfg.listen)
         .await

@@ -185,8 +185,9 @@ fn a_member_cut_off_from_the_others_refuses_grants() {
 }
 
 #[test]
-fn a_member_that_missed_thousands_of_entries_catches_up_from_a_snapshot() {
-    let mut c = CoordinatorCluster::start(3, &["--snapshot-every", "200"]);
+fn a_member_that_missed_thousands_of_writes_catches_up_from_a_snapshot() {
+    // Concurrent writes share log entries (group commit), so snapshots come often here.
+    let mut c = CoordinatorCluster::start(3, &["--snapshot-every", "50"]);
     c.cli_ok(&["quota", "set", "t1", "--max-qp", "1000000"]);
     let leader = c.wait_leader(Duration::from_secs(10));
     let lagging = (1..=3).find(|i| *i != leader).unwrap();
@@ -225,7 +226,7 @@ fn a_member_that_missed_thousands_of_entries_catches_up_from_a_snapshot() {
     });
     let leader_status = c.status(leader).unwrap();
     assert!(
-        leader_status["purged_index"].as_u64().unwrap() > 1000,
+        leader_status["purged_index"].as_u64().unwrap() > 100,
         "{leader_status}"
     );
     c.start_member(lagging);
@@ -236,7 +237,7 @@ fn a_member_that_missed_thousands_of_entries_catches_up_from_a_snapshot() {
             && s["commit_index"].as_u64().unwrap() >= target
         {
             assert!(
-                s["snapshot_index"].as_u64().unwrap() > 1000,
+                s["snapshot_index"].as_u64().unwrap() > 100,
                 "no snapshot installed: {s}"
             );
             break;
