@@ -5,11 +5,11 @@ set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-# Debian packages: build (protoc, LLVM for bpf-linker), the soft-RoCE lab (qemu, busybox,
+# Debian packages: build (protoc and the well-known .proto files, LLVM for bpf-linker), the soft-RoCE lab (qemu, busybox,
 # cpio, kmod for depmod/modprobe, iproute2 for netns/bridge/rdma), rdma-core userspace and
 # the real RDMA programs the tests run, etcd for the coordinator benchmark.
 APT_PACKAGES=(
-  build-essential pkg-config protobuf-compiler file
+  build-essential pkg-config protobuf-compiler libprotobuf-dev file
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
   qemu-system-x86 busybox-static cpio kmod iproute2 iputils-ping xz-utils util-linux procps
   rdma-core ibverbs-utils ibverbs-providers libibverbs-dev librdmacm-dev

@@ -154,7 +154,11 @@ impl CoordinatorCluster {
             .arg(&initial)
             .args(&tls)
             .args(&extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            // RDMAQ_TEST_LOG overrides the members' log filter when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("RDMAQ_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
