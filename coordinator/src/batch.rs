@@ -36,6 +36,28 @@ impl Batcher {
         Batcher { tx }
     }
 
+    /// Proposes several (a follower's forwarded batch): they join the next batch here, so
+    /// that the whole cluster's concurrent proposals share one entry.
+    pub async fn propose_many(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
+        let mut waiting = Vec::with_capacity(proposals.len());
+        for p in proposals {
+            let (tx, rx) = oneshot::channel();
+            self.tx
+                .send((p, tx))
+                .await
+                .map_err(|_| Error::Raft("the proposal batcher has stopped".into()))?;
+            waiting.push(rx);
+        }
+        let mut replies = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            replies.push(
+                rx.await
+                    .map_err(|_| Error::Raft("the proposal batcher dropped a request".into()))??,
+            );
+        }
+        Ok(replies)
+    }
+
     pub async fn propose(&self, proposal: Proposal) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
         self.tx

@@ -336,6 +336,13 @@ impl Cluster {
     /// Serves a follower's forwarded request (on the leader).
     pub async fn serve_forwarded(&self, what: Forwarded) -> ForwardReply {
         let result = match what {
+            Forwarded::Propose(proposals) if self.raft.current_leader().await == Some(self.id) => {
+                // Joins this leader's next batch (which stamps the leader's own clock).
+                match self.batcher.get() {
+                    Some(b) => b.propose_many(proposals).await.map(ForwardReply::Replies),
+                    None => self.propose_all(proposals).await.map(ForwardReply::Replies),
+                }
+            }
             Forwarded::Propose(proposals) => {
                 // The leader stamps its own clock: expiry time comes from the leader only.
                 let request = Request {
