@@ -42,6 +42,9 @@ struct Args {
     /// A snapshot every this many log entries.
     #[arg(long, env = "RDMAQ_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
+    /// gRPC connections open at once (agents, admins, members); more are closed at accept.
+    #[arg(long, env = "RDMAQ_MAX_CONNECTIONS")]
+    max_connections: Option<u64>,
     /// Prometheus /metrics listener.
     #[arg(long, env = "RDMAQ_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -105,6 +108,9 @@ fn config(args: &Args) -> Result<Config, Error> {
     }
     if let Some(v) = args.node_dead_ms {
         set("node_dead_ms", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.max_connections {
+        set("max_connections", toml::Value::Integer(v as i64));
     }
     if let Some(v) = args.snapshot_every {
         set("snapshot_every", toml::Value::Integer(v as i64));

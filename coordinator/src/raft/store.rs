@@ -32,7 +32,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
-const SNAPSHOT: &str = "snapshot";
+/// The latest snapshot: its meta (JSON) and its data (raw bytes, stored as they are).
+const SNAPSHOT_META: &str = "snapshot_meta";
+const SNAPSHOT_DATA: &str = "snapshot_data";
 
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
@@ -305,10 +307,49 @@ pub struct Applied {
 
 pub type SharedState = Arc<RwLock<Applied>>;
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
-    data: Vec<u8>,
+type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
+
+/// Stores a snapshot's meta and data in one transaction.
+fn put_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> Result<(), StorageError> {
+    let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+    let err = |e: &dyn std::fmt::Display| {
+        io_err(
+            subject.clone(),
+            ErrorVerb::Write,
+            std::io::Error::other(e.to_string()),
+        )
+    };
+    let txn = db.begin_write().map_err(|e| err(&e))?;
+    {
+        let mut table = txn.open_table(META).map_err(|e| err(&e))?;
+        table
+            .insert(SNAPSHOT_META, encode(meta).as_slice())
+            .map_err(|e| err(&e))?;
+        table.insert(SNAPSHOT_DATA, data).map_err(|e| err(&e))?;
+    }
+    txn.commit().map_err(|e| err(&e))
+}
+
+fn get_snapshot(db: &Database) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
+    let subject = ErrorSubject::Snapshot(None);
+    let Some(meta) = get_meta::<Meta>(db, SNAPSHOT_META, subject.clone())? else {
+        return Ok(None);
+    };
+    let err = |e: &dyn std::fmt::Display| {
+        io_err(
+            subject.clone(),
+            ErrorVerb::Read,
+            std::io::Error::other(e.to_string()),
+        )
+    };
+    let txn = db.begin_read().map_err(|e| err(&e))?;
+    let table = txn.open_table(META).map_err(|e| err(&e))?;
+    let data = table
+        .get(SNAPSHOT_DATA)
+        .map_err(|e| err(&e))?
+        .map(|v| v.value().to_vec())
+        .unwrap_or_default();
+    Ok(Some((meta, data)))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -329,10 +370,8 @@ impl StateMachineStore {
             db,
             applied: SharedState::default(),
         };
-        if let Some(snap) =
-            get_meta::<StoredSnapshot>(&store.db, SNAPSHOT, ErrorSubject::Snapshot(None))?
-        {
-            store.install(&snap.meta, &snap.data)?;
+        if let Some((meta, data)) = get_snapshot(&store.db)? {
+            store.install(&meta, &data)?;
         }
         Ok(store)
     }
@@ -357,11 +396,11 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, meta) = {
+        let started = std::time::Instant::now();
+        // Only the copy happens under the lock, so applying entries pauses for the copy,
+        // not for the encoding and the write.
+        let (state, meta) = {
             let applied = self.applied.read().expect("state lock");
-            let data = encode(&SnapshotBody {
-                state: applied.state.clone(),
-            });
             let snapshot_id = match applied.last_applied {
                 Some(id) => format!("{}-{}", id.leader_id, id.index),
                 None => "empty".to_string(),
@@ -371,17 +410,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: applied.membership.clone(),
                 snapshot_id,
             };
-            (data, meta)
+            (applied.state.clone(), meta)
         };
-        put_meta(
-            &self.db,
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            },
-            ErrorSubject::Snapshot(Some(meta.signature())),
-        )?;
+        let copied = started.elapsed();
+        let db = self.db.clone();
+        let stored_meta = meta.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let data = encode(&SnapshotBody { state });
+            put_snapshot(&db, &stored_meta, &data).map(|()| data)
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index),
+            bytes = data.len(),
+            ms = started.elapsed().as_millis() as u64,
+            locked_ms = copied.as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -433,25 +479,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         self.install(meta, &data)?;
-        put_meta(
-            &self.db,
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            },
-            ErrorSubject::Snapshot(Some(meta.signature())),
-        )
+        put_snapshot(&self.db, meta, &data)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(
-            get_meta::<StoredSnapshot>(&self.db, SNAPSHOT, ErrorSubject::Snapshot(None))?.map(
-                |s| Snapshot {
-                    meta: s.meta,
-                    snapshot: Box::new(Cursor::new(s.data)),
-                },
-            ),
-        )
+        Ok(get_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

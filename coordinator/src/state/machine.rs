@@ -27,6 +27,10 @@ pub struct State {
     pub totals: BTreeMap<String, Amounts>,
     /// (lease expiry, node) of every node whose lease is live.
     pub lease_index: BTreeSet<(u64, String)>,
+    /// (last seen, node) of every node whose lease has expired: the candidates for the
+    /// node-dead timeout, so that no apply has to look at every node.
+    #[serde(default)]
+    pub silent_index: BTreeSet<(u64, String)>,
     pub quota_seq: u64,
     pub audit: VecDeque<AuditRecord>,
     /// The latest time any entry carried; reads use it to tell expired leases.
@@ -174,6 +178,10 @@ impl State {
             .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
         self.lease_index
             .remove(&(rec.lease_expires_ms, node.to_string()));
+        if rec.lease_expired {
+            self.silent_index
+                .remove(&(rec.last_seen_ms, node.to_string()));
+        }
         rec.last_seen_ms = now;
         rec.lease_expires_ms = now.saturating_add(policy.lease_ttl_ms);
         rec.lease_expired = false;
@@ -216,6 +224,8 @@ impl State {
             .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
         self.lease_index
             .remove(&(rec.lease_expires_ms, node.to_string()));
+        self.silent_index
+            .remove(&(rec.last_seen_ms, node.to_string()));
         self.drop_allotments(node, &rec.tenants);
         self.audit(actor, format!("node remove {node}"));
         Ok(Reply::Done)
@@ -246,6 +256,7 @@ impl State {
                 continue;
             };
             rec.lease_expired = true;
+            self.silent_index.insert((rec.last_seen_ms, node.clone()));
             let tenants = rec.tenants.clone();
             for tenant in &tenants {
                 if let Some(a) = self
@@ -263,19 +274,18 @@ impl State {
                 self.recompute_total(tenant);
             }
         }
-        let dead: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|(_, r)| {
-                r.lease_expired
-                    && !r.tenants.is_empty()
-                    && now >= r.last_seen_ms.saturating_add(policy.node_dead_ms)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in dead {
-            let tenants = std::mem::take(&mut self.nodes.get_mut(&node).expect("listed").tenants);
-            self.drop_allotments(&node, &tenants);
+        while let Some((last_seen, node)) = self.silent_index.first().cloned() {
+            if now < last_seen.saturating_add(policy.node_dead_ms) {
+                break;
+            }
+            self.silent_index.pop_first();
+            let Some(rec) = self.nodes.get_mut(&node) else {
+                continue;
+            };
+            if rec.lease_expired {
+                let tenants = std::mem::take(&mut rec.tenants);
+                self.drop_allotments(&node, &tenants);
+            }
         }
     }
 
@@ -396,29 +406,36 @@ impl State {
         policy: LeasePolicy,
     ) -> Result<Reply, ApplyError> {
         let lease_expires_ms = self.renew(node, policy)?;
-        let reported: BTreeMap<&str, Amounts> =
-            used.iter().map(|(t, a)| (t.as_str(), *a)).collect();
-        let tenants: BTreeSet<String> = self.nodes[node]
-            .tenants
-            .iter()
-            .cloned()
-            .chain(
-                reported
-                    .keys()
-                    .filter(|t| self.quotas.contains_key(**t))
-                    .map(|t| t.to_string()),
-            )
-            .collect();
-        for tenant in &tenants {
-            let a = self
-                .allotments
-                .entry(tenant.clone())
-                .or_default()
-                .entry(node.to_string())
-                .or_default();
-            a.used = reported.get(tenant.as_str()).copied().unwrap_or_default();
+        // The node's tenants: those it held, and any it now reports use of (with a quota).
+        let rec = self.nodes.get_mut(node).expect("renewed");
+        for (tenant, _) in used {
+            if !rec.tenants.contains(tenant) && self.quotas.contains_key(tenant) {
+                rec.tenants.insert(tenant.clone());
+            }
         }
-        self.nodes.get_mut(node).expect("renewed").tenants = tenants;
+        for tenant in &rec.tenants {
+            let reported = used
+                .iter()
+                .find(|(t, _)| t == tenant)
+                .map(|(_, a)| *a)
+                .unwrap_or_default();
+            let per_node = match self.allotments.get_mut(tenant) {
+                Some(m) => m,
+                None => self.allotments.entry(tenant.clone()).or_default(),
+            };
+            match per_node.get_mut(node) {
+                Some(a) => a.used = reported,
+                None => {
+                    per_node.insert(
+                        node.to_string(),
+                        Allotment {
+                            used: reported,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
         Ok(Reply::HeartbeatAck {
             lease_expires_ms,
             allotments: self.views_of(node),
