@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Plots grant-bench results: grants/s and p99 latency against clients, rdmaq and etcd.
 
     target/release/grant-bench --out docs/bench/grant-bench.json
     scripts/plot-grant-bench.py docs/bench/grant-bench.json docs/bench/grant-bench.png
 
-Needs matplotlib (Debian: python3-matplotlib; installed here if missing and run as root).
+Runs with Debian's /usr/bin/python3 and python3-matplotlib (installed if missing, as root).
 """
 import json
 import subprocess
