@@ -2,7 +2,9 @@
 //! draws inputs from a proptest strategy until its time budget is spent (a short default
 //! in CI, `RDMAQ_FUZZ_SECS` for long runs), shrinking any failure to a minimal input.
 //!
-//!     RDMAQ_FUZZ_SECS=600 cargo test --release --workspace fuzz_
+//! ```sh
+//! RDMAQ_FUZZ_SECS=600 cargo test --release --workspace fuzz_
+//! ```
 
 use std::time::{Duration, Instant};
 
