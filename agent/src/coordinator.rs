@@ -154,6 +154,21 @@ impl Coordinator {
     }
 
     /// The tenant's quota, `None` if the coordinator has none.
+    /// Opens the quota-change stream on the first member that answers.
+    pub async fn watch_quotas(&self) -> Result<tonic::Streaming<pb::QuotaChange>, Status> {
+        let node = self.node.clone();
+        self.call(|mut c| {
+            let node = node.clone();
+            async move {
+                // No deadline: the stream lives as long as the connection.
+                let mut req = tonic::Request::new(pb::WatchQuotasRequest { node });
+                req.set_timeout(std::time::Duration::from_secs(24 * 3600));
+                c.watch_quotas(req).await
+            }
+        })
+        .await
+    }
+
     pub async fn quota(&self, tenant: &str) -> Result<Option<pb::Quota>, Status> {
         let req = pb::TenantRequest {
             tenant: tenant.to_string(),

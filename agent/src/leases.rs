@@ -139,3 +139,47 @@ async fn give_back(agent: &Agent) {
         }
     }
 }
+
+/// Follows the coordinator's quota changes: each one triggers a heartbeat at once, whose
+/// reply carries the node's new allotments (shrunk when a cap was lowered) and the new quota
+/// versions, so a lowered cap holds for new admissions within a round trip instead of
+/// within a heartbeat interval.
+pub async fn watch_quotas(agent: Arc<Agent>) {
+    let Some(c) = &agent.coordinator else { return };
+    loop {
+        match c.watch_quotas().await {
+            Ok(mut stream) => {
+                let mut first = true;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(change)) => {
+                            // The first message is the current state: nothing to do.
+                            if std::mem::take(&mut first) {
+                                continue;
+                            }
+                            let ours = {
+                                let ledger = agent.ledger.lock().expect("ledger");
+                                change.tenants.is_empty()
+                                    || change
+                                        .tenants
+                                        .iter()
+                                        .any(|t| ledger.tenants.contains_key(t))
+                            };
+                            if ours {
+                                tracing::debug!(seq = change.seq, tenants = ?change.tenants, "quota changed; heartbeat now");
+                                heartbeat(&agent).await;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e.message(), "quota watch ended");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e.message(), "cannot watch quotas; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

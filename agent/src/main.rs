@@ -187,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     tokio::spawn(leases::run(agent.clone()));
+    tokio::spawn(leases::watch_quotas(agent.clone()));
     if !args.no_ebpf {
         tokio::spawn(monitor::supervise(agent.clone()));
         tokio::spawn(reconcile::run(agent.clone()));

@@ -57,6 +57,15 @@ enum Command {
     Usage {
         /// One tenant (default: all).
         tenant: Option<String>,
+        /// Refresh the view until interrupted (Ctrl-C).
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value = "1", requires = "watch")]
+        interval: f64,
+        /// Stop after this many refreshes with --watch.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
     },
     /// List or remove agent nodes.
     #[command(subcommand)]
@@ -99,7 +108,18 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     };
     match cli.command {
         Command::Quota(c) => cmd::quota::run(&ctx, c).await,
-        Command::Usage { tenant } => cmd::usage::run(&ctx, tenant).await,
+        Command::Usage {
+            tenant,
+            watch,
+            interval,
+            count,
+        } => {
+            let watch = watch.then(|| cmd::usage::Watch {
+                interval: Duration::from_secs_f64(interval.max(0.1)),
+                count,
+            });
+            cmd::usage::run(&ctx, tenant, watch).await
+        }
         Command::Nodes(c) => cmd::nodes::run(&ctx, c).await,
         Command::Cluster(c) => cmd::cluster::run(&ctx, c).await,
         Command::Audit { limit } => cmd::audit::run(&ctx, limit).await,
@@ -133,7 +153,9 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(out) => {
-            println!("{out}");
+            if !out.is_empty() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

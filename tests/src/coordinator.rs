@@ -265,6 +265,7 @@ impl CoordinatorCluster {
         loop {
             for m in self.members.iter().filter(|m| m.child.is_some()) {
                 if self.status(m.id).and_then(|s| s["leader_id"].as_u64()) == Some(m.id) {
+                    self.wait_followers_know(m.id);
                     return m.id;
                 }
             }
@@ -274,6 +275,27 @@ impl CoordinatorCluster {
                 self.dir.display()
             );
             thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Followers learn of a new leader from its first append; until then they answer
+    /// writes with "no leader". Waits (briefly) until every member that answers names
+    /// `leader`, so that tests start from a settled cluster.
+    fn wait_followers_know(&self, leader: u64) {
+        let settle = Instant::now() + Duration::from_secs(5);
+        for m in self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some() && m.id != leader)
+        {
+            while Instant::now() < settle {
+                match self.status(m.id) {
+                    Some(s) if s["leader_id"].as_u64() != Some(leader) => {
+                        thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => break,
+                }
+            }
         }
     }
 

@@ -180,3 +180,104 @@ fn moving_demand_and_two_tenants() {
         }
     });
 }
+
+#[test]
+fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
+    let cl = ClusterLab::start(3, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    let set = cl.cli(&["quota", "set", "t1", "--max-qp", "12"]);
+    assert!(set.status.success(), "{set:?}");
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        // Two QPs held on every node; the agents acquire ahead, so each also holds spare
+        // allotment it could admit from.
+        let holders: Vec<_> = cl
+            .lab
+            .nodes()
+            .iter()
+            .map(|n| {
+                n.spawn(&format!(
+                    "{} > /tmp/h.out 2>&1",
+                    ClusterLab::exec("t1", "hold 2 40")
+                ))
+            })
+            .collect();
+        for n in cl.lab.nodes() {
+            let out = n
+                .run_ok("for t in $(seq 300); do grep -q created /tmp/h.out && break; sleep 0.1; done; cat /tmp/h.out")
+                .unwrap()
+                .stdout;
+            assert_eq!(created(&out), 2, "{}: {out}", n.name());
+        }
+        // The coordinator has heard every node's use.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while usage(&cl, "t1")["tenants"][0]["used"]["qp"].as_u64() != Some(6) {
+            assert!(
+                Instant::now() < deadline,
+                "use never reached 6: {}",
+                usage(&cl, "t1")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let allotted = usage(&cl, "t1")["tenants"][0]["allotted"]["qp"]
+            .as_u64()
+            .unwrap_or(0);
+        eprintln!("before lowering: 6 QPs in use, {allotted} allotted");
+
+        // Programs on every node open the device now and create one QP when told to.
+        let tries: Vec<_> = cl
+            .lab
+            .nodes()
+            .iter()
+            .map(|n| {
+                n.spawn(&format!(
+                    "rm -f /tmp/go; {} > /tmp/c.out 2>&1",
+                    ClusterLab::exec("t1", "gated /tmp/go 1")
+                ))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(3));
+        // Lower the cap to what is in use; half a second later every node tries one more
+        // QP, and each is refused although the agents' next periodic heartbeats (every 2 s)
+        // are mostly still to come: the coordinator's quota-change stream makes each agent
+        // refresh at once.
+        let set = cl.cli(&["quota", "set", "t1", "--max-qp", "6"]);
+        assert!(set.status.success(), "{set:?}");
+        let lowered = Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        for n in cl.lab.nodes() {
+            n.run_ok("touch /tmp/go").unwrap();
+        }
+        for (i, n) in cl.lab.nodes().iter().enumerate() {
+            let out = n
+                .run_ok("for t in $(seq 300); do grep -q created /tmp/c.out && break; sleep 0.1; done; cat /tmp/c.out")
+                .unwrap()
+                .stdout;
+            eprintln!(
+                "{}: result read {:?} after lowering",
+                n.name(),
+                lowered.elapsed()
+            );
+            assert_eq!(
+                created(&out),
+                0,
+                "{} admitted a QP after the cap was lowered to the use (allotted before: {allotted}):\n{out}\n{}",
+                n.name(),
+                cl.lab
+                    .node(i + 1)
+                    .run("tail -20 /tmp/agent.log")
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            );
+        }
+        for t in tries {
+            t.kill();
+        }
+        for h in holders {
+            h.kill();
+        }
+        if let Err(timeline) = checker.finish(12) {
+            panic!("{timeline}");
+        }
+    });
+}

@@ -482,3 +482,37 @@ fn metrics_show_grants_denials_and_tenant_caps() {
         assert!(body.contains(line), "{line:?} missing from:\n{body}");
     }
 }
+
+#[test]
+fn usage_watch_refreshes_the_table_until_its_count() {
+    let c = CoordinatorCluster::start(1, &[]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "12"]);
+    let out = c.cli_ok(&[
+        "usage",
+        "t1",
+        "--watch",
+        "--interval",
+        "0.2",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(out.matches("TENANT").count(), 3, "{out}");
+    assert_eq!(out.matches("t1").count(), 3, "{out}");
+    // JSON: one object per refresh, with its time.
+    let out = c.cli_ok(&[
+        "usage",
+        "--watch",
+        "--count",
+        "2",
+        "--interval",
+        "0.2",
+        "-o",
+        "json",
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["usage"]["tenants"][0]["tenant"], "t1", "{out}");
+}

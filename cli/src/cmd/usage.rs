@@ -1,4 +1,7 @@
-//! `rdmaq usage [TENANT]`: use against caps, per tenant and per node.
+//! `rdmaq usage [TENANT] [--watch]`: use against caps, per tenant and per node, once or
+//! refreshed until interrupted.
+
+use std::{io::IsTerminal, time::Duration};
 
 use rdmaq_proto::v1 as pb;
 
@@ -7,17 +10,68 @@ use crate::{
     output::{Format, Table, bytes, cap, cap_bytes, clock, json},
 };
 
-pub async fn run(ctx: &Ctx, tenant: Option<String>) -> anyhow::Result<String> {
-    let tenant = tenant.unwrap_or_default();
-    let r = ctx
+/// How `--watch` refreshes.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    pub interval: Duration,
+    /// Stop after this many refreshes (default: until interrupted).
+    pub count: Option<u64>,
+}
+
+async fn fetch(ctx: &Ctx, tenant: &str) -> anyhow::Result<pb::UsageResponse> {
+    Ok(ctx
         .endpoints
         .admin(|mut c| {
-            let tenant = tenant.clone();
+            let tenant = tenant.to_string();
             async move { c.usage(pb::UsageRequest { tenant }).await }
         })
-        .await?;
+        .await?)
+}
+
+pub async fn run(
+    ctx: &Ctx,
+    tenant: Option<String>,
+    watch: Option<Watch>,
+) -> anyhow::Result<String> {
+    let tenant = tenant.unwrap_or_default();
+    let Some(watch) = watch else {
+        return Ok(render(ctx, &fetch(ctx, &tenant).await?));
+    };
+    // A terminal gets the table redrawn in place; a pipe gets one block per refresh.
+    let tty = std::io::stdout().is_terminal() && ctx.format == Format::Table;
+    let mut shown = 0u64;
+    loop {
+        let now = clock(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        );
+        // A failed refresh (an election, a member restarting) is shown and the watch goes on.
+        let body = match fetch(ctx, &tenant).await {
+            Ok(r) if ctx.format == Format::Json => {
+                serde_json::json!({ "time": now, "usage": r }).to_string()
+            }
+            Ok(r) => format!("{now}\n{}", render(ctx, &r)),
+            Err(e) => format!("{now}\nunavailable: {e}"),
+        };
+        if tty {
+            print!("\x1b[H\x1b[2J");
+        }
+        println!("{body}");
+        shown += 1;
+        if watch.count.is_some_and(|c| shown >= c) {
+            return Ok(String::new());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(String::new()),
+            _ = tokio::time::sleep(watch.interval) => {}
+        }
+    }
+}
+
+fn render(ctx: &Ctx, r: &pb::UsageResponse) -> String {
     if ctx.format == Format::Json {
-        return Ok(json(&r));
+        return json(r);
     }
     let mut t = Table::new(&[
         "TENANT",
@@ -70,5 +124,5 @@ pub async fn run(ctx: &Ctx, tenant: Option<String>) -> anyhow::Result<String> {
             ]);
         }
     }
-    Ok(t.render())
+    t.render()
 }

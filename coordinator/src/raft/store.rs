@@ -303,6 +303,8 @@ pub struct Applied {
     pub state: State,
     pub last_applied: Option<LogId>,
     pub membership: Membership,
+    /// Tells watchers (agents' `WatchQuotas` streams) the quota sequence after each apply.
+    pub quota_changes: tokio::sync::watch::Sender<u64>,
 }
 
 pub type SharedState = Arc<RwLock<Applied>>;
@@ -390,7 +392,20 @@ impl StateMachineStore {
         applied.state = body.state;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
+        applied.announce_quotas();
         Ok(())
+    }
+}
+
+impl Applied {
+    /// Wakes the quota watchers if a quota changed since they last heard.
+    fn announce_quotas(&self) {
+        let seq = self.state.quota_seq;
+        self.quota_changes.send_if_modified(|seen| {
+            let changed = *seen != seq;
+            *seen = seq;
+            changed
+        });
     }
 }
 
@@ -461,6 +476,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        applied.announce_quotas();
         Ok(out)
     }
 

@@ -1,8 +1,9 @@
 //! The agent service: node registration, acquire/release of allotments, heartbeats.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use rdmaq_proto::v1::{self as pb, agent_server::Agent};
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
 use super::{authz, convert, ok_reply, unexpected};
@@ -146,5 +147,46 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::Quota>, Status> {
         authz::quota_reader(&self.cluster, &req, "Agent/GetQuota")?;
         super::get_quota(&self.cluster, req.into_inner().tenant).await
+    }
+
+    type WatchQuotasStream = Pin<Box<dyn Stream<Item = Result<pb::QuotaChange, Status>> + Send>>;
+
+    async fn watch_quotas(
+        &self,
+        req: Request<pb::WatchQuotasRequest>,
+    ) -> Result<Response<Self::WatchQuotasStream>, Status> {
+        authz::agent_for(
+            &self.cluster,
+            &req,
+            "Agent/WatchQuotas",
+            &req.get_ref().node,
+        )?;
+        let changes = self
+            .cluster
+            .applied
+            .read()
+            .expect("state lock")
+            .quota_changes
+            .subscribe();
+        // This member's applied state: a follower announces a change once it has applied
+        // it, a few milliseconds after the leader. Quota versions come from the same
+        // sequence, so the tenants changed since the last message are those above it.
+        let cluster = self.cluster.clone();
+        let mut last = 0;
+        let stream = WatchStream::new(changes).map(move |seq| {
+            let tenants = cluster
+                .applied
+                .read()
+                .expect("state lock")
+                .state
+                .quotas
+                .iter()
+                .filter(|(_, q)| q.version > last)
+                .map(|(t, _)| t.clone())
+                .collect();
+            last = seq;
+            Ok(pb::QuotaChange { seq, tenants })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -6,6 +6,7 @@
  *   verbs_check wr SEND RECV          create one QP asking for SEND/RECV work requests
  *   verbs_check mrs N BYTES [runtime] register N MRs (constant or run-time access flags)
  *   verbs_check hold N SECONDS        create N QPs and hold them
+ *   verbs_check gated FILE N          open the device, wait until FILE exists, create N QPs
  *   verbs_check threads T ITERS       T threads each create+destroy a QP ITERS times
  *   verbs_check fork                  QPs in a parent and a forked child
  */
@@ -114,6 +115,13 @@ static int cmd_qps(int argc, char **argv) {
 			die("ibv_destroy_qp");
 	print_counts("after");
 	return 0;
+}
+
+/* The device is open before the gate, so a test can time the QP creation itself. */
+static int cmd_gated(char **argv) {
+	while (access(argv[2], F_OK) != 0)
+		usleep(10 * 1000);
+	return cmd_qps(4, (char *[]){argv[0], "qps", argv[3], "", NULL});
 }
 
 static int cmd_wr(char **argv) {
@@ -226,6 +234,8 @@ int main(int argc, char **argv) {
 	open_dev();
 	if (!strcmp(argv[1], "qps") && argc > 2)
 		return cmd_qps(argc, argv);
+	if (!strcmp(argv[1], "gated") && argc > 3)
+		return cmd_gated(argv);
 	if (!strcmp(argv[1], "wr") && argc > 3)
 		return cmd_wr(argv);
 	if (!strcmp(argv[1], "mrs") && argc > 3)
