@@ -109,6 +109,16 @@ impl Monitor {
         Ok(Monitor { _ebpf: bpf, events })
     }
 
+    /// Drops the events queued so far: they are already in a resource dump taken since.
+    fn discard_queued(&mut self) -> usize {
+        let ring = self.events.get_mut();
+        let mut dropped = 0;
+        while ring.next().is_some() {
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Applies kernel events to the agent's view until the process ends.
     pub async fn run(mut self, agent: Arc<Agent>) {
         loop {
@@ -211,18 +221,22 @@ pub async fn supervise(agent: Arc<Agent>) {
             .await
             .unwrap_or_else(|e| Err(Error::Ebpf(format!("loader task: {e}"))));
         match loaded {
-            Ok(m) => {
-                // Attached first, then the dump: an object created in between shows in both,
-                // and the next dump-free event stream corrects nothing for it, so replace the
-                // view wholesale with the dump (events that arrived meanwhile are in it).
+            Ok(mut m) => {
+                // Attached first, then the dump: an object created in between is both in the
+                // dump and queued as an event. So the view is replaced wholesale with the dump
+                // and the events queued until then are dropped (they are in it); only an
+                // object created in the instant between the dump's end and the drop would be
+                // missed, instead of every object of the dump's duration counted twice.
                 let dumped = tokio::task::spawn_blocking(dump)
                     .await
                     .unwrap_or_else(|e| Err(Error::Ebpf(format!("dump task: {e}"))));
                 match dumped {
                     Ok(view) => {
+                        let dropped = m.discard_queued();
                         let pids: Vec<u32> = view.keys().copied().collect();
                         tracing::info!(
                             processes = pids.len(),
+                            events_in_dump = dropped,
                             "kernel view seeded from the RDMA resource dump"
                         );
                         *agent.kernel.lock().expect("kernel view") = view;
