@@ -189,8 +189,22 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
     assert!(set.status.success(), "{set:?}");
     std::thread::scope(|s| {
         let checker = Checker::spawn(s, &cl.lab, "verbs_check");
-        // Two QPs held on every node; the agents acquire ahead, so each also holds spare
-        // allotment it could admit from.
+        // Programs on every node open the device first (a program start takes seconds in
+        // these VMs) and create one QP only when told to.
+        let tries: Vec<_> = cl
+            .lab
+            .nodes()
+            .iter()
+            .map(|n| {
+                n.spawn(&format!(
+                    "rm -f /tmp/go; {} > /tmp/c.out 2>&1",
+                    ClusterLab::exec("t1", "gated /tmp/go 1")
+                ))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(4));
+        // Then two QPs held on every node; the agents acquire ahead, so each also holds
+        // spare allotment it could admit from (for 5 s: idle tenants give it back).
         let holders: Vec<_> = cl
             .lab
             .nodes()
@@ -209,6 +223,7 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
                 .stdout;
             assert_eq!(created(&out), 2, "{}: {out}", n.name());
         }
+        let admitted = Instant::now();
         // The coordinator has heard every node's use.
         let deadline = Instant::now() + Duration::from_secs(15);
         while usage(&cl, "t1")["tenants"][0]["used"]["qp"].as_u64() != Some(6) {
@@ -217,30 +232,20 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
                 "use never reached 6: {}",
                 usage(&cl, "t1")
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
         let allotted = usage(&cl, "t1")["tenants"][0]["allotted"]["qp"]
             .as_u64()
             .unwrap_or(0);
-        eprintln!("before lowering: 6 QPs in use, {allotted} allotted");
-
-        // Programs on every node open the device now and create one QP when told to.
-        let tries: Vec<_> = cl
-            .lab
-            .nodes()
-            .iter()
-            .map(|n| {
-                n.spawn(&format!(
-                    "rm -f /tmp/go; {} > /tmp/c.out 2>&1",
-                    ClusterLab::exec("t1", "gated /tmp/go 1")
-                ))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(3));
+        eprintln!(
+            "before lowering: 6 QPs in use, {allotted} allotted, {:?} after the admissions",
+            admitted.elapsed()
+        );
         // Lower the cap to what is in use; half a second later every node tries one more
-        // QP, and each is refused although the agents' next periodic heartbeats (every 2 s)
-        // are mostly still to come: the coordinator's quota-change stream makes each agent
-        // refresh at once.
+        // QP (still within the 5 s in which the agents keep their spare allotment), and each
+        // is refused although the agents' next periodic heartbeats (every 2 s) are mostly
+        // still to come: the coordinator's quota-change stream makes each agent refresh
+        // at once.
         let set = cl.cli(&["quota", "set", "t1", "--max-qp", "6"]);
         assert!(set.status.success(), "{set:?}");
         let lowered = Instant::now();
