@@ -7,6 +7,7 @@ pub mod bins;
 pub mod cluster_lab;
 pub mod coordinator;
 pub mod etcd;
+pub mod http;
 pub mod lab;
 pub mod pki;
 pub mod programs;

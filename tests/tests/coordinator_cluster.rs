@@ -427,19 +427,6 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
     });
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 #[test]
 fn metrics_show_grants_denials_and_tenant_caps() {
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
@@ -470,7 +457,7 @@ fn metrics_show_grants_denials_and_tenant_caps() {
             tonic::Code::ResourceExhausted
         );
     });
-    let body = http_get(metrics, "/metrics");
+    let body = rdmaq_lab::http::get(metrics, "/metrics");
     for line in [
         "rdmaq_grants_total 1",
         "rdmaq_denials_total 1",

@@ -183,7 +183,7 @@ fn roles_decide_what_a_caller_may_do_and_refusals_change_nothing() {
         .unwrap();
         a.acquire(acquire("n1")).await.unwrap();
     });
-    let metrics = http_get(metrics, "/metrics");
+    let metrics = rdmaq_lab::http::get(metrics, "/metrics");
     assert!(
         metrics.contains(r#"rdmaq_rpc_denied_total{role="viewer",method="Admin/SetQuota"} 1"#),
         "{metrics}"
@@ -283,17 +283,4 @@ fn a_reloaded_ca_bundle_admits_new_clients_and_keeps_allotments() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }
