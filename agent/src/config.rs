@@ -339,15 +339,7 @@ mod tests {
                 match Config::from_toml(&doc) {
                     Ok(c) => proptest::prop_assert!(c.validate().is_ok()),
                     Err(Error::Config { key, reason }) => {
-                        // The key is one the document wrote, or a known one it lacks.
-                        let last = key.rsplit('.').next().unwrap_or(&key);
-                        let named = doc.contains(last)
-                            || KEYS.contains(&key.as_str())
-                            || key == "<document>";
-                        proptest::prop_assert!(
-                            named && !reason.is_empty(),
-                            "key {key:?} for {doc:?}: {reason}"
-                        )
+                        rdmaq_common::fuzz::config_error_names_a_key(&doc, KEYS, &key, &reason)?
                     }
                     Err(e) => proptest::prop_assert!(false, "not a config error: {e}"),
                 }

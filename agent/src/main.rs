@@ -46,18 +46,9 @@ struct Args {
     /// HTTP listener for /metrics and /status.
     #[arg(long, env = "RDMAQ_STATUS_LISTEN")]
     status_listen: Option<SocketAddr>,
-    /// CA bundle the coordinator members are verified against.
-    #[arg(long, env = "RDMAQ_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// This node's agent certificate, PEM.
-    #[arg(long, env = "RDMAQ_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// This node's private key, PEM.
-    #[arg(long, env = "RDMAQ_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Plain text to a coordinator run with --insecure (dev and tests only).
-    #[arg(long, env = "RDMAQ_INSECURE")]
-    insecure: bool,
+    /// This node's agent certificate and the CA (or --insecure).
+    #[command(flatten)]
+    tls: rdmaq_common::tls::TlsArgs,
     /// Do not load the eBPF monitor (no kernel view, no backstop).
     #[arg(long)]
     no_ebpf: bool,
@@ -87,24 +78,15 @@ fn load(args: &Args) -> Result<config::Config, Error> {
     if let Some(s) = args.status_listen {
         cfg.status_listen = Some(s);
     }
-    if args.insecure {
+    if args.tls.insecure {
         cfg.insecure = true;
     }
-    match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
-        (None, None, None) => {}
-        (Some(ca), Some(cert), Some(key)) => {
-            cfg.tls = Some(rdmaq_common::tls::TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            })
-        }
-        _ => {
-            return Err(Error::Config {
-                key: "tls".into(),
-                reason: "--tls-ca, --tls-cert and --tls-key go together".into(),
-            });
-        }
+    let files = args.tls.files().map_err(|e| Error::Config {
+        key: "tls".into(),
+        reason: e.to_string(),
+    })?;
+    if files.is_some() {
+        cfg.tls = files;
     }
     cfg.validate()?;
     Ok(cfg)

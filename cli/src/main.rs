@@ -5,11 +5,11 @@ mod client;
 mod cmd;
 mod output;
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use rdmaq_common::tls::{Tls, TlsFiles};
+use rdmaq_common::tls::{Tls, TlsArgs};
 
 use crate::{client::Endpoints, output::Format};
 
@@ -32,18 +32,9 @@ struct Cli {
     /// Give up on a member after this many seconds.
     #[arg(long, default_value = "10", global = true)]
     timeout: u64,
-    /// CA bundle the coordinator members are verified against.
-    #[arg(long, env = "RDMAQ_TLS_CA", global = true)]
-    tls_ca: Option<PathBuf>,
-    /// Your certificate (role admin or viewer), PEM.
-    #[arg(long, env = "RDMAQ_TLS_CERT", global = true)]
-    tls_cert: Option<PathBuf>,
-    /// Your private key, PEM.
-    #[arg(long, env = "RDMAQ_TLS_KEY", global = true)]
-    tls_key: Option<PathBuf>,
-    /// Talk plain text to a coordinator started with --insecure or --dev.
-    #[arg(long, env = "RDMAQ_INSECURE", global = true)]
-    insecure: bool,
+    /// Your certificate (admin or viewer) and the CA (or --insecure).
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,15 +121,11 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
 /// The TLS material to dial the coordinator with: all three files, or an explicit
 /// `--insecure`.
 fn client_tls(cli: &Cli) -> anyhow::Result<Option<Arc<Tls>>> {
-    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key, cli.insecure) {
-        (None, None, None, true) => Ok(None),
-        (Some(ca), Some(cert), Some(key), false) => Ok(Some(Tls::load(TlsFiles {
-            ca: ca.clone(),
-            cert: cert.clone(),
-            key: key.clone(),
-        })?)),
-        (_, _, _, true) => bail!("--insecure and --tls-* contradict each other; choose one"),
-        _ => bail!(
+    match (cli.tls.files()?, cli.tls.insecure) {
+        (None, true) => Ok(None),
+        (Some(files), false) => Ok(Some(Tls::load(files)?)),
+        (Some(_), true) => bail!("--insecure and --tls-* contradict each other; choose one"),
+        (None, false) => bail!(
             "no client certificate: pass --tls-ca, --tls-cert and --tls-key (or RDMAQ_TLS_CA, \
              RDMAQ_TLS_CERT, RDMAQ_TLS_KEY), or --insecure for a plain-text coordinator"
         ),

@@ -78,3 +78,21 @@ pub fn toml_documents(keys: &'static [&'static str]) -> impl Strategy<Value = St
     ];
     proptest::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
 }
+
+/// The property every config parser's errors must have: the key named is one the document
+/// wrote, or a known key it lacks (or the document itself, for a syntax error), with a
+/// reason.
+pub fn config_error_names_a_key(
+    doc: &str,
+    keys: &[&str],
+    key: &str,
+    reason: &str,
+) -> Result<(), TestCaseError> {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let named = doc.contains(last) || keys.contains(&key) || key == "<document>";
+    proptest::prop_assert!(
+        named && !reason.is_empty(),
+        "key {key:?} for {doc:?}: {reason}"
+    );
+    Ok(())
+}

@@ -48,18 +48,9 @@ struct Args {
     /// Prometheus /metrics listener.
     #[arg(long, env = "RDMAQ_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// CA bundle that peers' certificates are verified against.
-    #[arg(long, env = "RDMAQ_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// This member's certificate (role member), PEM.
-    #[arg(long, env = "RDMAQ_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// This member's private key, PEM.
-    #[arg(long, env = "RDMAQ_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Plain-text gRPC with every caller trusted as admin (dev and tests only).
-    #[arg(long, env = "RDMAQ_INSECURE")]
-    insecure: bool,
+    /// This member's certificate and the CA (or --insecure).
+    #[command(flatten)]
+    tls: rdmaq_common::tls::TlsArgs,
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
@@ -115,7 +106,7 @@ fn config(args: &Args) -> Result<Config, Error> {
     if let Some(v) = args.snapshot_every {
         set("snapshot_every", toml::Value::Integer(v as i64));
     }
-    if args.insecure && !args.dev {
+    if args.tls.insecure && !args.dev {
         set("insecure", toml::Value::Boolean(true));
     }
     if !args.initial_members.is_empty() {
@@ -133,9 +124,9 @@ fn config(args: &Args) -> Result<Config, Error> {
         );
     }
     let tls_flags = [
-        ("ca", &args.tls_ca),
-        ("cert", &args.tls_cert),
-        ("key", &args.tls_key),
+        ("ca", &args.tls.tls_ca),
+        ("cert", &args.tls.tls_cert),
+        ("key", &args.tls.tls_key),
     ];
     if tls_flags.iter().any(|(_, v)| v.is_some()) {
         let mut tls = match table.remove("tls") {

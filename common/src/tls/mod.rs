@@ -2,6 +2,7 @@
 //! reload, the verified identity of a peer, a listener that hands tonic authenticated
 //! connections, and a connector for clients.
 
+mod args;
 mod client;
 mod identity;
 #[cfg(feature = "certs")]
@@ -21,6 +22,7 @@ use rustls::{
 };
 use serde::Deserialize;
 
+pub use args::TlsArgs;
 pub use client::{connect_lazy, endpoint};
 pub use identity::{Identity, ORGANIZATION, Role};
 pub use listener::{ConnInfo, Limits, incoming};

@@ -26,9 +26,16 @@ impl Denials {
     }
 }
 
-fn deny(cluster: &Cluster, role: &str, method: &'static str, why: String) -> Status {
+fn deny<T>(
+    cluster: &Cluster,
+    req: &Request<T>,
+    role: &str,
+    method: &'static str,
+    why: String,
+) -> Status {
     cluster.denials.count(role, method);
-    tracing::warn!(role, method, reason = %why, "call refused");
+    let remote = req.extensions().get::<ConnInfo>().and_then(|c| c.remote);
+    tracing::warn!(role, method, ?remote, reason = %why, "call refused");
     Status::permission_denied(why)
 }
 
@@ -47,6 +54,7 @@ fn check<T>(
         Some(Err(why)) => {
             return Err(deny(
                 cluster,
+                req,
                 "unauthenticated",
                 method,
                 format!("{method} refused: {why}"),
@@ -55,6 +63,7 @@ fn check<T>(
         None => {
             return Err(deny(
                 cluster,
+                req,
                 "unauthenticated",
                 method,
                 format!("{method} refused: the connection carries no identity"),
@@ -65,6 +74,7 @@ fn check<T>(
         let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         return Err(deny(
             cluster,
+            req,
             who.role.as_str(),
             method,
             format!(
@@ -121,6 +131,7 @@ pub fn agent_for<T>(
     if !cluster.insecure && who.name != node {
         return Err(deny(
             cluster,
+            req,
             "agent",
             method,
             format!(
