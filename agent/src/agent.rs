@@ -211,14 +211,21 @@ impl Agent {
             return;
         };
         let sent = Instant::now();
-        match c.acquire(tenant, want, min).await {
+        self.ledger.lock().expect("ledger").allotment_op(tenant);
+        let reply = c.acquire(tenant, want, min).await;
+        // A reply lost on the way (a timeout after the grant was applied) leaves budget
+        // allotted here that this agent does not know of: the next heartbeat reply, sent
+        // after this point, brings it in.
+        let mut ledger = self.ledger.lock().expect("ledger");
+        ledger.allotment_op(tenant);
+        match reply {
             Ok(r) => {
                 let granted = from_pb(r.granted);
-                let allotted = from_pb(r.allotment.and_then(|a| a.allotted));
+                let allotted = from_pb(r.allotment.as_ref().and_then(|a| a.allotted));
+                let reclaim = from_pb(r.allotment.and_then(|a| a.reclaim));
                 let ttl = *self.lease_ttl.lock().expect("ttl");
-                let mut ledger = self.ledger.lock().expect("ledger");
                 if let Some(t) = ledger.tenants.get_mut(tenant) {
-                    t.allotment = allotted;
+                    t.take_in(allotted, reclaim);
                     t.lease_valid_until = Some(self.lease_deadline(sent, ttl));
                     if let Some(q) = &r.quota {
                         t.limits = limits_from_quota(q);
@@ -231,7 +238,7 @@ impl Agent {
             Err(e) => {
                 self.metrics.acquire_failed(tenant);
                 tracing::info!(tenant, error = %e.message(), "acquire refused");
-                if let Some(t) = self.ledger.lock().expect("ledger").tenants.get_mut(tenant) {
+                if let Some(t) = ledger.tenants.get_mut(tenant) {
                     t.acquire_backoff_until = Some(Instant::now() + ACQUIRE_BACKOFF);
                 }
             }

@@ -101,6 +101,14 @@ pub struct Tenant {
     pub source: Source,
     /// What this node may use: the allotment (leased) or the node caps (local).
     pub allotment: Amounts,
+    /// Part of the allotment the coordinator asked back (a cap was lowered): not admitted
+    /// from, and released as soon as it is not in use.
+    pub owed: Amounts,
+    /// Acquisitions and releases started plus those finished: odd while one is in flight.
+    /// A heartbeat reply takes in the coordinator's allotment only if this did not change
+    /// while it was on the way (otherwise the reply may predate that change).
+    #[serde(skip)]
+    pub allotment_ops: u64,
     /// Tokens held by processes through the library.
     pub used: Amounts,
     /// Objects the kernel shows for this tenant that the library never admitted.
@@ -128,6 +136,8 @@ impl Tenant {
                 Source::Local => limits.node,
                 Source::Leased => Amounts::default(),
             },
+            owed: Amounts::default(),
+            allotment_ops: 0,
             limits,
             quota_version: 0,
             source,
@@ -143,6 +153,14 @@ impl Tenant {
         }
     }
 
+    /// Takes in the coordinator's view of this node's allotment: from the reply to this
+    /// agent's own acquisition or release, or from a heartbeat reply during which neither
+    /// was under way.
+    pub fn take_in(&mut self, allotted: Amounts, reclaim: Amounts) {
+        self.allotment = allotted;
+        self.owed = reclaim.min(allotted);
+    }
+
     /// Everything charged to the tenant on this node.
     pub fn charged(&self) -> Amounts {
         self.used.add(self.unadmitted)
@@ -155,7 +173,7 @@ impl Tenant {
     /// What may still be admitted on this node.
     pub fn headroom(&self, now: Instant) -> Amounts {
         let budget = if self.lease_alive(now) {
-            self.allotment
+            self.allotment.sub(self.owed)
         } else {
             // Lease lost (or never granted): only the fail-static floor, zero when
             // fail-closed. A floor is the operator accepting that much overshoot per node.
@@ -207,6 +225,13 @@ const CHUNK_MR: u64 = 16;
 const CHUNK_BYTES: u64 = 256 << 20;
 
 impl Ledger {
+    /// Marks the start or the end of an acquisition or release for `tenant`.
+    pub fn allotment_op(&mut self, tenant: &str) {
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            t.allotment_ops += 1;
+        }
+    }
+
     pub fn connect(&mut self, id: u64, pid: u32, tenant: &str) {
         self.conns.insert(
             id,
@@ -382,20 +407,20 @@ impl Ledger {
         }
     }
 
-    /// Budget idle tenants hold beyond what they use: (tenant, surplus) to give back to the
-    /// coordinator, so that another node can use it. A tenant idle for `idle` keeps nothing
-    /// spare (its next admission acquires again); the others keep what they are using.
+    /// Budget to give back to the coordinator, so that another node can use it: what the
+    /// coordinator asked back (`owed`) as far as it is not in use, and, for tenants idle for
+    /// `idle`, all that is spare (their next admission acquires again).
     pub fn surplus(&self, now: Instant, idle: Duration) -> Vec<(String, Amounts)> {
         self.tenants
             .iter()
             .filter(|(_, t)| t.source == Source::Leased)
-            .filter(|(_, t)| {
-                t.last_admission
-                    .is_none_or(|l| now.duration_since(l) >= idle)
-            })
             .filter_map(|(name, t)| {
                 let spare = t.allotment.sub(t.charged());
-                (!spare.is_zero()).then(|| (name.clone(), spare))
+                let idle = t
+                    .last_admission
+                    .is_none_or(|l| now.duration_since(l) >= idle);
+                let give = if idle { spare } else { spare.min(t.owed) };
+                (!give.is_zero()).then(|| (name.clone(), give))
             })
             .collect()
     }
@@ -572,6 +597,44 @@ mod tests {
                     ..Default::default()
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn budget_asked_back_is_not_admitted_from_and_is_returned_once_free() {
+        let now = Instant::now();
+        let qps = |qp| Amounts {
+            qp,
+            ..Default::default()
+        };
+        let mut l = ledger(Limits::default(), Source::Leased);
+        let t = l.tenants.get_mut("t").unwrap();
+        t.take_in(qps(6), qps(4));
+        t.lease_valid_until = Some(now + Duration::from_secs(10));
+        // 6 allotted, 4 of them asked back: 2 may be admitted, and nothing is free to return.
+        assert_eq!(
+            l.admit(1, Kind::Qp, 1, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+        assert_eq!(
+            l.admit(2, Kind::Qp, 1, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+        assert!(matches!(
+            l.admit(2, Kind::Qp, 1, 0, now),
+            Decision::NeedMore { .. }
+        ));
+        // Busy (not idle), yet what is asked back and unused goes back: 4 of the 6.
+        assert_eq!(
+            l.surplus(now, Duration::from_secs(5)),
+            vec![("t".to_string(), qps(4))]
+        );
+        // Once use falls, more of what is asked back becomes free, never more than asked.
+        l.disconnect(1);
+        l.tenants.get_mut("t").unwrap().take_in(qps(6), qps(5));
+        assert_eq!(
+            l.surplus(now, Duration::from_secs(5)),
+            vec![("t".to_string(), qps(5))]
         );
     }
 

@@ -153,7 +153,6 @@ impl Coordinator {
         .await
     }
 
-    /// The tenant's quota, `None` if the coordinator has none.
     /// Opens the quota-change stream on the first member that answers.
     pub async fn watch_quotas(&self) -> Result<tonic::Streaming<pb::QuotaChange>, Status> {
         let node = self.node.clone();
@@ -169,6 +168,7 @@ impl Coordinator {
         .await
     }
 
+    /// The tenant's quota, `None` if the coordinator has none.
     pub async fn quota(&self, tenant: &str) -> Result<Option<pb::Quota>, Status> {
         let req = pb::TenantRequest {
             tenant: tenant.to_string(),

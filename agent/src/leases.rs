@@ -4,6 +4,7 @@
 //! give back budget that idle tenants do not need.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -30,7 +31,7 @@ pub async fn run(agent: Arc<Agent>) {
                     agent.ensure_tenant(&a.tenant).await;
                     let mut ledger = agent.ledger.lock().expect("ledger");
                     if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
-                        t.allotment = from_pb(a.allotted);
+                        t.take_in(from_pb(a.allotted), from_pb(a.reclaim));
                         t.lease_valid_until = Some(deadline);
                     }
                 }
@@ -54,15 +55,16 @@ pub async fn run(agent: Arc<Agent>) {
 
 async fn heartbeat(agent: &Agent) {
     let Some(c) = &agent.coordinator else { return };
-    let reports: Vec<(String, Amounts)> = agent
+    // Each tenant's use, and its acquisition/release count at sending time.
+    let (reports, ops): (Vec<(String, Amounts)>, HashMap<String, u64>) = agent
         .ledger
         .lock()
         .expect("ledger")
         .tenants
         .iter()
         .filter(|(_, t)| t.source == Source::Leased)
-        .map(|(n, t)| (n.clone(), t.charged()))
-        .collect();
+        .map(|(n, t)| ((n.clone(), t.charged()), (n.clone(), t.allotment_ops)))
+        .unzip();
     let sent = Instant::now();
     match c.heartbeat(reports).await {
         Ok(r) => {
@@ -73,7 +75,13 @@ async fn heartbeat(agent: &Agent) {
                 let mut ledger = agent.ledger.lock().expect("ledger");
                 for a in &r.allotments {
                     if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
-                        t.allotment = from_pb(a.allotted);
+                        // The coordinator's view is current unless this agent acquired or
+                        // released meanwhile (then that reply carried a newer one).
+                        let quiet = ops.get(&a.tenant) == Some(&t.allotment_ops)
+                            && t.allotment_ops % 2 == 0;
+                        if quiet {
+                            t.take_in(from_pb(a.allotted), from_pb(a.reclaim));
+                        }
                         if a.quota_version != t.quota_version {
                             stale.push(a.tenant.clone());
                         }
@@ -118,18 +126,22 @@ async fn give_back(agent: &Agent) {
         // Lower the local allotment first: never admit from budget being returned.
         {
             let mut ledger = agent.ledger.lock().expect("ledger");
+            ledger.allotment_op(&tenant);
             let Some(t) = ledger.tenants.get_mut(&tenant) else {
                 continue;
             };
             t.allotment = t.allotment.sub(amounts);
+            t.owed = t.owed.sub(amounts);
         }
-        match c.release(&tenant, amounts).await {
+        let reply = c.release(&tenant, amounts).await;
+        let mut ledger = agent.ledger.lock().expect("ledger");
+        ledger.allotment_op(&tenant);
+        match reply {
             Ok(r) => {
-                if let Some(a) = r.allotment {
-                    let mut ledger = agent.ledger.lock().expect("ledger");
-                    if let Some(t) = ledger.tenants.get_mut(&tenant) {
-                        t.allotment = from_pb(a.allotted);
-                    }
+                if let Some(a) = r.allotment
+                    && let Some(t) = ledger.tenants.get_mut(&tenant)
+                {
+                    t.take_in(from_pb(a.allotted), from_pb(a.reclaim));
                 }
                 tracing::debug!(tenant, ?amounts, "released surplus");
             }
@@ -168,6 +180,8 @@ pub async fn watch_quotas(agent: Arc<Agent>) {
                             if ours {
                                 tracing::debug!(seq = change.seq, tenants = ?change.tenants, "quota changed; heartbeat now");
                                 heartbeat(&agent).await;
+                                // A lowered cap asks budget back: return what is free now.
+                                give_back(&agent).await;
                             }
                         }
                         Ok(None) => break,

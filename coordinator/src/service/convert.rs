@@ -84,6 +84,7 @@ pub fn allotment_to_pb(v: &AllotmentView) -> pb::Allotment {
         tenant: v.tenant.clone(),
         allotted: Some(amounts_to_pb(v.allotment.allotted)),
         used: Some(amounts_to_pb(v.allotment.used)),
+        reclaim: Some(amounts_to_pb(v.allotment.reclaim)),
         lease_expires_unix_ms: v.lease_expires_ms,
         quota_version: v.quota_version,
     }

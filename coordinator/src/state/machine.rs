@@ -119,9 +119,13 @@ impl State {
         })
     }
 
-    /// After a cap was lowered: takes back allotted budget that is not in use, so that no
-    /// further admission happens above the new cap. Budget in use is never taken: lowering a
-    /// cap destroys nothing, the tenant is over quota until its use falls.
+    /// After a cap changed: asks each node to give back the allotted budget it is not using
+    /// beyond the new caps (`reclaim`), so that no further admission happens above them.
+    /// Nothing is taken unilaterally: a node may already have admitted from its allotment
+    /// since its last report, so the budget stays counted until the node releases it (it
+    /// stops admitting from it first). Budget in use is never asked for: lowering a cap
+    /// destroys nothing, the tenant is over quota until its use falls. A raised cap cancels
+    /// what is still asked for.
     fn shrink_to_caps(&mut self, tenant: &str, limits: &Limits) {
         let Some(per_node) = self.allotments.get_mut(tenant) else {
             return;
@@ -135,9 +139,8 @@ impl State {
             if over_global {
                 target = target.min(a.charged());
             }
-            a.allotted = target;
+            a.reclaim = a.allotted.saturating_sub(target);
         }
-        self.recompute_total(tenant);
     }
 
     fn delete_quota(&mut self, tenant: &str, actor: &str) -> Result<Reply, ApplyError> {
@@ -270,6 +273,7 @@ impl State {
                         self.counters.reclaimed = self.counters.reclaimed.saturating_add(taken);
                     }
                     a.allotted = a.charged();
+                    a.reclaim = a.reclaim.min(a.allotted);
                 }
                 self.recompute_total(tenant);
             }
@@ -383,6 +387,7 @@ impl State {
         };
         let returned = amounts.min(a.allotted);
         a.allotted = a.allotted.saturating_sub(returned);
+        a.reclaim = a.reclaim.saturating_sub(returned);
         let allotment = *a;
         self.counters.releases += 1;
         self.counters.released = self.counters.released.saturating_add(returned);

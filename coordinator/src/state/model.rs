@@ -96,6 +96,11 @@ pub struct Allotment {
     /// Use the node last reported; it may exceed `allotted` when the node found objects
     /// created around the library (they are real, so they show in usage).
     pub used: Amounts,
+    /// Part of `allotted` the node is asked to give back (a cap was lowered below the
+    /// allotments). It stays counted until the node releases it: the node may have admitted
+    /// from it already, and only the node knows when it has stopped doing so.
+    #[serde(default)]
+    pub reclaim: Amounts,
 }
 
 impl Allotment {

@@ -170,9 +170,41 @@ fn lowering_a_cap_destroys_nothing_and_marks_over_quota() {
             limits: cap_qp(5),
         },
     );
-    assert_eq!(s.allotment("t1", "n1").allotted.qp, 8, "used budget kept");
+    // Nothing is taken behind the node's back (it may have admitted since its report): the
+    // unused 2 are asked back and stay counted until the node releases them.
+    let a = s.allotment("t1", "n1");
+    assert_eq!((a.allotted.qp, a.reclaim.qp), (10, 2));
     assert!(s.over_quota("t1"));
     assert_eq!(granted(&acquire(&mut s, 3, "n1", 1, 0)), 0);
+    one(
+        &mut s,
+        4,
+        Command::Release {
+            node: "n1".into(),
+            tenant: "t1".into(),
+            amounts: qps(2),
+        },
+    );
+    let a = s.allotment("t1", "n1");
+    assert_eq!((a.allotted.qp, a.reclaim.qp), (8, 0), "used budget kept");
+    // A raised cap cancels what is still asked back.
+    one(
+        &mut s,
+        5,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits: cap_qp(5),
+        },
+    );
+    one(
+        &mut s,
+        6,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits: cap_qp(20),
+        },
+    );
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 0);
 }
 
 #[test]
@@ -347,11 +379,22 @@ fn check(
                     <= now;
             let explicit = match op {
                 Op::Release(rn, rt, _) => NODES[*rn] == n && TENANTS[*rt] == t,
-                Op::SetQuota(rt, _) => TENANTS[*rt] == t,
                 _ => false,
             };
-            // Used budget is never reclaimed early: only a release, a cap change, a node
-            // removal or the node-dead timeout take an allotment below its reported use.
+            prop_assert!(a.reclaim.qp <= a.allotted.qp, "{t}@{n}: asks back more than allotted");
+            // While a node's lease is live, only the node itself lowers its allotment (it
+            // may have admitted from all of it since its last report): a cap change asks.
+            let live = before.nodes.get(n).is_some_and(|r| now < r.lease_expires_ms);
+            if live && !node_gone && !explicit {
+                prop_assert!(
+                    a.allotted.qp >= b.allotted.qp,
+                    "{t}@{n}: allotted fell from {} to {} on {op:?} while the lease was live",
+                    b.allotted.qp,
+                    a.allotted.qp
+                );
+            }
+            // Used budget is never reclaimed early: only a release, a node removal or the
+            // node-dead timeout take an allotment below its reported use.
             if !node_gone && !explicit {
                 prop_assert!(
                     a.allotted.qp >= b.charged().qp,
