@@ -353,9 +353,16 @@ impl Ledger {
             let scope = if node_full { "node" } else { "tenant" };
             return Decision::Denied { scope, used, limit };
         }
-        // The first token is for the call in progress; tokens ahead of demand take at most
-        // half of what is left, so one process cannot strand the node's budget.
-        let ahead = (count - 1).min(have.saturating_sub(1) / 2);
+        // The first token is for the call in progress. Tokens ahead of demand are charged to
+        // the tenant while the process holds them, so they are earned: at most half of what
+        // the process already holds (a process creating one or two QPs strands none, one
+        // creating many saves most round trips and strands at most a third of its tokens),
+        // and at most half of what is left, so one process cannot strand the node's budget.
+        let earned = match kind {
+            Kind::Qp => conn.held.qp,
+            Kind::Mr => conn.held.mr,
+        };
+        let ahead = (count - 1).min(have.saturating_sub(1) / 2).min(earned / 2);
         let granted = (1 + ahead).min(have).min(proc_have);
         let take = match kind {
             Kind::Qp => Amounts {
@@ -457,9 +464,11 @@ mod tests {
         let now = Instant::now();
         let mut l = ledger(qp_cap(5, 100), Source::Local);
         let grant = |count| Decision::Granted { count, bytes: 0 };
-        // One for the call plus tokens ahead of demand, at most half of what remains.
-        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(3));
-        assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
+        // A process's first admissions are for the call alone; later ones bring tokens
+        // ahead of demand, at most half as many as it holds and half of what remains.
+        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(1));
+        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(1));
+        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(2));
         assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
         assert!(matches!(
             l.admit(2, Kind::Qp, 1, 0, now),
@@ -471,19 +480,21 @@ mod tests {
         ));
         l.release(1, Kind::Qp, 2, 0);
         assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
-        // A process that dies returns what it held (1 left after its release).
+        // A process that dies returns what it held (2 left after its release).
         l.disconnect(1);
-        assert_eq!(l.tenants["t"].used.qp, 3);
+        assert_eq!(l.tenants["t"].used.qp, 2);
     }
 
     #[test]
     fn per_process_cap_and_release_never_exceeds_holdings() {
         let now = Instant::now();
         let mut l = ledger(qp_cap(100, 2), Source::Local);
-        assert_eq!(
-            l.admit(1, Kind::Qp, 4, 0, now),
-            Decision::Granted { count: 2, bytes: 0 }
-        );
+        for _ in 0..2 {
+            assert_eq!(
+                l.admit(1, Kind::Qp, 4, 0, now),
+                Decision::Granted { count: 1, bytes: 0 }
+            );
+        }
         assert!(matches!(
             l.admit(1, Kind::Qp, 1, 0, now),
             Decision::Denied {
@@ -559,8 +570,10 @@ mod tests {
         };
         let mut l = ledger(limits, Source::Local);
         let grant = |count, bytes| Decision::Granted { count, bytes };
-        // 3 MiB MRs: 3 fit; one for the call and one ahead of demand (half the rest).
-        assert_eq!(l.admit(1, Kind::Mr, 4, 3 << 20, now), grant(2, 6 << 20));
+        // 3 MiB MRs: 3 fit; after one, 2 are left: one for the call, none ahead (half of
+        // the one left over rounds down).
+        assert_eq!(l.admit(1, Kind::Mr, 4, 3 << 20, now), grant(1, 3 << 20));
+        assert_eq!(l.admit(1, Kind::Mr, 4, 3 << 20, now), grant(1, 3 << 20));
         assert_eq!(l.admit(2, Kind::Mr, 1, 2 << 20, now), grant(1, 2 << 20));
         assert!(matches!(
             l.admit(2, Kind::Mr, 1, 3 << 20, now),
@@ -580,8 +593,12 @@ mod tests {
         };
         t.lease_valid_until = Some(now + Duration::from_secs(10));
         assert_eq!(
-            l.admit(1, Kind::Qp, 3, 0, now),
-            Decision::Granted { count: 3, bytes: 0 }
+            l.admit(1, Kind::Qp, 1, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
+        );
+        assert_eq!(
+            l.admit(1, Kind::Qp, 4, 0, now),
+            Decision::Granted { count: 1, bytes: 0 }
         );
         assert!(
             l.surplus(now, Duration::from_secs(5)).is_empty(),
@@ -593,7 +610,7 @@ mod tests {
             vec![(
                 "t".to_string(),
                 Amounts {
-                    qp: 5,
+                    qp: 6,
                     ..Default::default()
                 }
             )]

@@ -36,6 +36,9 @@ struct Args {
     /// How long an agent's allotments stay valid without a heartbeat.
     #[arg(long, env = "RDMAQ_LEASE_TTL_MS")]
     lease_ttl_ms: Option<u64>,
+    /// How often agents heartbeat (at most half the lease).
+    #[arg(long, env = "RDMAQ_AGENT_HEARTBEAT_INTERVAL_MS")]
+    agent_heartbeat_interval_ms: Option<u64>,
     /// How long a node may stay silent before even its used budget is released.
     #[arg(long, env = "RDMAQ_NODE_DEAD_MS")]
     node_dead_ms: Option<u64>,
@@ -96,6 +99,12 @@ fn config(args: &Args) -> Result<Config, Error> {
     }
     if let Some(v) = args.lease_ttl_ms {
         set("lease_ttl_ms", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.agent_heartbeat_interval_ms {
+        set(
+            "agent_heartbeat_interval_ms",
+            toml::Value::Integer(v as i64),
+        );
     }
     if let Some(v) = args.node_dead_ms {
         set("node_dead_ms", toml::Value::Integer(v as i64));

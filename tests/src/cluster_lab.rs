@@ -73,19 +73,30 @@ impl ClusterLab {
 
     /// A shell command running `verbs_check ARGS` on a node as `tenant`, through the agent.
     pub fn exec(tenant: &str, args: &str) -> String {
+        Self::exec_program(
+            tenant,
+            &format!("{} {args}", programs::verbs_check().display()),
+        )
+    }
+
+    /// A shell command running `PROGRAM ARGS` on a node as `tenant` under the library,
+    /// through the agent (`rdmaq exec`).
+    pub fn exec_program(tenant: &str, program: &str) -> String {
         format!(
-            "RDMAQ_AGENT_SOCKET=/tmp/rdmaq.sock RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {} exec --tenant {tenant} --lib {} -- {} {args}",
+            "RDMAQ_AGENT_SOCKET=/tmp/rdmaq.sock RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {} exec --tenant {tenant} --lib {} -- {program}",
             bin("rdmaq").display(),
             bin("librdmaq_intercept.so").display(),
-            programs::verbs_check().display()
         )
     }
 }
 
-/// QPs of processes named `comm` on `node`, as the kernel lists them (`rdma resource show`).
+/// QPs of processes whose name matches `comm` (an extended regex, e.g. `a|b`) on `node`, as
+/// the kernel lists them (`rdma resource show`).
 pub fn kernel_qps(node: &Node, comm: &str) -> Option<u64> {
     let out = node
-        .run(&format!("rdma resource show qp | grep -c 'comm {comm}'"))
+        .run(&format!(
+            "rdma resource show qp | grep -cE 'comm ({comm})( |$)'"
+        ))
         .ok()?;
     out.stdout.trim().parse().ok()
 }

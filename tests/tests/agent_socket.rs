@@ -30,6 +30,12 @@ impl Drop for Agent {
 }
 
 fn start(config: &str) -> Agent {
+    start_under(config, None)
+}
+
+/// Starts the agent, directly or through `launcher` (a command that execs it, such as
+/// systemd's socket activator).
+fn start_under(config: &str, launcher: Option<&dyn Fn(&Path) -> Command>) -> Agent {
     let dir = std::env::temp_dir().join(format!(
         "rdmaq-agent-sock-{}-{}",
         std::process::id(),
@@ -37,7 +43,16 @@ fn start(config: &str) -> Agent {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("agent.toml"), config).unwrap();
-    let child = Command::new(bins::bin("rdmaq-agent"))
+    let agent = bins::bin("rdmaq-agent");
+    let mut cmd = match launcher {
+        Some(l) => {
+            let mut c = l(&dir);
+            c.arg(&agent);
+            c
+        }
+        None => Command::new(&agent),
+    };
+    let child = cmd
         .arg("--config")
         .arg(dir.join("agent.toml"))
         .arg("--socket")
@@ -194,14 +209,13 @@ fn hostile_clients_get_closed_and_never_block_others() {
     // Meanwhile a well-behaved client is served, and the cap holds.
     let mut good = connect(&sock);
     assert_eq!(hello(&mut good).tenant, "t1");
-    // One token for the call, and ahead of demand at most half of what is left.
-    let r = admit_qps(&mut good, 2, 4);
-    assert_eq!((r.verdict, r.granted), (Verdict::Allow as i32, 3));
-    let r = admit_qps(&mut good, 3, 4);
-    assert_eq!((r.verdict, r.granted), (Verdict::Allow as i32, 1));
-    let r = admit_qps(&mut good, 4, 4);
-    assert_eq!((r.verdict, r.granted), (Verdict::Allow as i32, 1));
-    let r = admit_qps(&mut good, 5, 1);
+    // One token for the call; ahead of demand at most half as many as the client holds and
+    // half of what is left: 1, 1, then 1+1, then 1 up to the cap of 5.
+    for (seq, granted) in [(2, 1), (3, 1), (4, 2), (5, 1)] {
+        let r = admit_qps(&mut good, seq, 4);
+        assert_eq!((r.verdict, r.granted), (Verdict::Allow as i32, granted));
+    }
+    let r = admit_qps(&mut good, 6, 1);
     assert_eq!(r.verdict, Verdict::DenyQuota as i32);
     // A client cannot release what it does not hold: another client's budget stays held.
     let mut thief = connect(&sock);
@@ -221,10 +235,54 @@ fn hostile_clients_get_closed_and_never_block_others() {
         Verdict::DenyQuota as i32,
         "a release of nothing freed budget"
     );
-    // When the holder goes away, its budget is free.
+    // When the holder goes away, its budget is free (one token at a time for a client that
+    // holds few yet, then with tokens ahead).
     drop(good);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(admit_qps(&mut thief, 4, 5).granted, 3);
+    for (seq, granted) in [(4, 1), (5, 1), (6, 2)] {
+        assert_eq!(admit_qps(&mut thief, seq, 5).granted, granted);
+    }
+}
+
+#[test]
+fn a_socket_passed_by_systemd_is_served_and_left_in_place() {
+    // systemd's own activator creates the socket and passes it as fd 3 (LISTEN_FDS,
+    // LISTEN_PID), exactly as a .socket unit does, then execs the agent.
+    let activator = |dir: &Path| {
+        let mut c = Command::new("systemd-socket-activate");
+        c.arg("-l").arg(dir.join("agent.sock"));
+        c
+    };
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        panic!(
+            "this test needs systemd-socket-activate (Debian package systemd; scripts/install-deps.sh installs it)"
+        );
+    }
+    let mut a = start_under(
+        "default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = 3\n",
+        Some(&activator),
+    );
+    let sock = a.dir.join("agent.sock");
+    let mut s = connect(&sock);
+    hello(&mut s);
+    let reply = admit_qps(&mut s, 2, 8);
+    assert_eq!(reply.verdict, Verdict::Allow as i32, "{reply:?}");
+    assert!(reply.granted >= 1 && reply.granted <= 3, "{reply:?}");
+    let log = std::fs::read_to_string(a.dir.join("agent.log")).unwrap();
+    assert!(log.contains("socket_activated=true"), "{log}");
+    // The socket belongs to systemd: a stopping agent leaves it for the next one.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = a.child.wait().unwrap();
+    assert!(status.success(), "agent exit: {status:?}");
+    assert!(sock.exists(), "the agent removed systemd's socket");
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! The cluster end to end in the soft-RoCE lab: 3 coordinator members on the lab bridge, 3
 //! RDMA nodes each running an agent, unmodified programs under the library on every node.
 //! A checker samples every node's real kernel QPs throughout and fails the test at any
-//! instant where the tenant's cluster-wide total exceeds its cap. Needs root and qemu.
+//! instant where the tenant's cluster-wide total exceeds its cap; one scenario runs real
+//! traffic (ib_write_bw) between two nodes under the caps. Needs root and qemu.
 
 use std::time::{Duration, Instant};
 
 use rdmaq_lab::{
     Kernel,
-    cluster_lab::{Checker, ClusterLab},
+    cluster_lab::{Checker, ClusterLab, kernel_qps},
 };
 
 fn created(out: &str) -> u64 {
@@ -183,7 +184,17 @@ fn moving_demand_and_two_tenants() {
 
 #[test]
 fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
-    let cl = ClusterLab::start(3, Kernel::from_env(), &[])
+    // Agents heartbeat only every 10 s here, so a refusal within a second of the change can
+    // only come from the coordinator's quota-change stream, not from a periodic heartbeat.
+    let slow_heartbeats = [
+        "--agent-heartbeat-interval-ms",
+        "10000",
+        "--lease-ttl-ms",
+        "30000",
+        "--node-dead-ms",
+        "60000",
+    ];
+    let cl = ClusterLab::start(3, Kernel::from_env(), &slow_heartbeats)
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     let set = cl.cli(&["quota", "set", "t1", "--max-qp", "12"]);
     assert!(set.status.success(), "{set:?}");
@@ -203,8 +214,8 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
             })
             .collect();
         std::thread::sleep(Duration::from_secs(4));
-        // Then two QPs held on every node; the agents acquire ahead, so each also holds
-        // spare allotment it could admit from (for 5 s: idle tenants give it back).
+        // Then two QPs held on every node; the agents acquire ahead of demand, so each also
+        // holds spare allotment it could admit from.
         let holders: Vec<_> = cl
             .lab
             .nodes()
@@ -223,29 +234,18 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
                 .stdout;
             assert_eq!(created(&out), 2, "{}: {out}", n.name());
         }
-        let admitted = Instant::now();
-        // The coordinator has heard every node's use.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while usage(&cl, "t1")["tenants"][0]["used"]["qp"].as_u64() != Some(6) {
-            assert!(
-                Instant::now() < deadline,
-                "use never reached 6: {}",
-                usage(&cl, "t1")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let allotted = usage(&cl, "t1")["tenants"][0]["allotted"]["qp"]
-            .as_u64()
-            .unwrap_or(0);
-        eprintln!(
-            "before lowering: 6 QPs in use, {allotted} allotted, {:?} after the admissions",
-            admitted.elapsed()
+        let allotted = |cl: &ClusterLab| {
+            usage(cl, "t1")["tenants"][0]["allotted"]["qp"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let before = allotted(&cl);
+        assert!(
+            before > 6,
+            "no spare allotment to admit from: {before} allotted"
         );
-        // Lower the cap to what is in use; half a second later every node tries one more
-        // QP (still within the 5 s in which the agents keep their spare allotment), and each
-        // is refused although the agents' next periodic heartbeats (every 2 s) are mostly
-        // still to come: the coordinator's quota-change stream makes each agent refresh
-        // at once.
+        // Lower the cap to what is in use; half a second later every node tries one more QP,
+        // and each is refused although it still had spare allotment a moment ago.
         let set = cl.cli(&["quota", "set", "t1", "--max-qp", "6"]);
         assert!(set.status.success(), "{set:?}");
         let lowered = Instant::now();
@@ -266,7 +266,7 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
             assert_eq!(
                 created(&out),
                 0,
-                "{} admitted a QP after the cap was lowered to the use (allotted before: {allotted}):\n{out}\n{}",
+                "{} admitted a QP after the cap was lowered to the use ({before} allotted before):\n{out}\n{}",
                 n.name(),
                 cl.lab
                     .node(i + 1)
@@ -275,13 +275,128 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
                     .unwrap_or_default()
             );
         }
+        // The agents gave back what was asked of them: every node's allotment is down to
+        // its use (the holders' QPs and the tokens their processes hold ahead of demand).
+        let spare = |cl: &ClusterLab| -> u64 {
+            usage(cl, "t1")["tenants"][0]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    let (a, u) = (n["allotted"]["qp"].as_u64(), n["used"]["qp"].as_u64());
+                    a.unwrap_or(0).saturating_sub(u.unwrap_or(0))
+                })
+                .sum()
+        };
+        let deadline = lowered + Duration::from_secs(5);
+        while spare(&cl) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "allotments never came down to the new cap: {}",
+                usage(&cl, "t1")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "allotted {before} -> {} within {:?} of lowering",
+            allotted(&cl),
+            lowered.elapsed()
+        );
         for t in tries {
             t.kill();
         }
         for h in holders {
             h.kill();
         }
-        if let Err(timeline) = checker.finish(12) {
+        // Only the 6 held QPs ever existed.
+        if let Err(timeline) = checker.finish(6) {
+            panic!("{timeline}");
+        }
+    });
+}
+
+#[test]
+fn real_traffic_between_two_nodes_completes_under_the_caps() {
+    let cl = ClusterLab::start(3, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    let set = cl.cli(&["quota", "set", "t1", "--max-qp", "6"]);
+    assert!(set.status.success(), "{set:?}");
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check|ib_write_bw");
+        // ib_write_bw between node1 (server) and node2 (client), both under the library as
+        // t1, for 20 s of RDMA writes.
+        let bw = "ib_write_bw -d rxe0 -x 1 -D 20";
+        let (n1, n2, n3) = (cl.lab.node(1), cl.lab.node(2), cl.lab.node(3));
+        let server = n1.spawn_with_timeout(
+            &ClusterLab::exec_program("t1", bw),
+            Duration::from_secs(120),
+        );
+        // The server creates its QP once the client has connected.
+        std::thread::sleep(Duration::from_secs(2));
+        let client = n2.spawn_with_timeout(
+            &ClusterLab::exec_program("t1", &format!("{bw} {}", n1.addr())),
+            Duration::from_secs(120),
+        );
+        for n in [n1, n2] {
+            let start = Instant::now();
+            while kernel_qps(n, "ib_write_bw").unwrap_or(0) == 0 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "{}: ib_write_bw never created its QP; library log:\n{}",
+                    n.name(),
+                    n.run("tail /tmp/lib.log")
+                        .map(|o| o.stdout)
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let pair_qps =
+            kernel_qps(n1, "ib_write_bw").unwrap_or(0) + kernel_qps(n2, "ib_write_bw").unwrap_or(0);
+        // While the traffic runs, node3 gets exactly what the pair leaves of the cap (once
+        // node1 and node2 have given back the spare allotment they acquired ahead).
+        let rest = 6 - pair_qps;
+        let start = Instant::now();
+        loop {
+            let out = n3.run_ok(&ClusterLab::exec("t1", "qps 8")).unwrap().stdout;
+            let got = created(&out);
+            assert!(
+                got <= rest,
+                "node3 got {got} with {pair_qps} QPs of the pair in use: {out}"
+            );
+            if got == rest {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "node3 never got the {rest} QPs the pair leaves: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert!(
+            kernel_qps(n1, "ib_write_bw").unwrap_or(0) > 0,
+            "the traffic ended before the cap was shown full"
+        );
+        // The pair completes: both exit 0 and report their bandwidth.
+        let (client, server) = (client.wait().unwrap(), server.wait().unwrap());
+        for (side, out) in [("client", &client), ("server", &server)] {
+            let text = format!("{}{}", out.stdout, out.stderr);
+            assert!(out.success(), "ib_write_bw {side} failed:\n{text}");
+            let row = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("65536"))
+                .unwrap_or_else(|| panic!("no result row from the {side}:\n{text}"));
+            eprintln!("ib_write_bw {side} under the library: {}", row.trim());
+            let fields: Vec<f64> = row
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            assert!(
+                fields.len() >= 4 && fields[1] > 0.0 && fields[3] > 0.0,
+                "no completed iterations or bandwidth from the {side}: {row}"
+            );
+        }
+        if let Err(timeline) = checker.finish(6) {
             panic!("{timeline}");
         }
     });

@@ -1,6 +1,7 @@
 //! The cluster under failures, in the soft-RoCE lab (3 coordinator members on the bridge, 3
-//! nodes with agents): the leader killed mid-run, and a program run without the library. A checker samples every node's
-//! kernel QPs throughout and fails at any instant over the cap. Needs root and qemu.
+//! nodes with agents): the leader killed mid-run, a node cut off the network, and a program
+//! run without the library. A checker samples every node's kernel QPs throughout and fails
+//! at any instant over the cap. Needs root and qemu.
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,79 @@ fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
         u["tenants"][0]["allotted"]["qp"].as_u64().unwrap_or(99) <= 12,
         "{u}"
     );
+}
+
+/// Runs `verbs_check ARGS` as `tenant` on node `i` until it creates `want` QPs; every run
+/// must create at most `most`; returns how long it took.
+fn until_created(cl: &ClusterLab, i: usize, args: &str, want: u64, most: u64) -> Duration {
+    let start = Instant::now();
+    loop {
+        let out = cl
+            .lab
+            .node(i)
+            .run_ok(&ClusterLab::exec("t1", args))
+            .unwrap()
+            .stdout;
+        let got = created(&out);
+        assert!(
+            got <= most,
+            "node{i} got {got} QPs, more than {most}: {out}"
+        );
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node{i} never got {want} QPs: {out}\n{}",
+            usage_qp(cl, "t1")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
+    let cl = ClusterLab::start(3, Kernel::from_env(), &["--lease-ttl-ms", "4000"])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    set_quota(&cl, "t1", 8);
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        // node1 holds 2 QPs out of a larger allotment (it acquires ahead of demand).
+        let holder = cl.lab.node(1).spawn(&format!(
+            "{} > /tmp/h.out 2>&1",
+            ClusterLab::exec("t1", "hold 2 120")
+        ));
+        let out = cl
+            .lab
+            .node(1)
+            .run_ok("for t in $(seq 200); do grep -q created /tmp/h.out && break; sleep 0.1; done; cat /tmp/h.out")
+            .unwrap()
+            .stdout;
+        assert_eq!(created(&out), 2, "{out}");
+        std::thread::sleep(Duration::from_secs(3)); // a heartbeat reports the use
+        cl.lab.cut(1).unwrap();
+        // The others may use the cap minus node1's used 2, never more: 6, once node1's lease
+        // has expired and its unused part was reclaimed.
+        let took = until_created(&cl, 2, "qps 8", 6, 6);
+        eprintln!("node1's unused budget usable elsewhere {took:?} after the cut");
+        // node1 itself stops admitting once its lease is lost by its own clock.
+        let out = cl
+            .lab
+            .node(1)
+            .run_ok(&ClusterLab::exec("t1", "qps 1"))
+            .unwrap()
+            .stdout;
+        assert_eq!(created(&out), 0, "a cut-off node admitted: {out}");
+        // Back on the network, it rejoins: its lease is renewed, its 2 QPs still count, and
+        // once node2 has given back what it no longer uses, node1 can use the rest of the cap.
+        cl.lab.restore(1).unwrap();
+        let took = until_created(&cl, 1, "qps 6", 6, 6);
+        eprintln!("node1 admitted again {took:?} after rejoining");
+        holder.kill();
+        if let Err(t) = checker.finish(8) {
+            panic!("{t}");
+        }
+    });
 }
 
 #[test]
