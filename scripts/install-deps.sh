@@ -7,7 +7,8 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 
 # Debian packages: build (protoc and the well-known .proto files, LLVM for bpf-linker), the soft-RoCE lab (qemu, busybox,
 # cpio, kmod for depmod/modprobe, iproute2 for netns/bridge/rdma), rdma-core userspace and
-# the real RDMA programs the tests run, etcd for the coordinator benchmark.
+# the real RDMA programs the tests run, etcd for the coordinator benchmark, systemd (for
+# `systemd-analyze verify` of the units and `systemd-socket-activate` in the agent tests).
 APT_PACKAGES=(
   build-essential pkg-config protobuf-compiler libprotobuf-dev file
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
@@ -15,6 +16,7 @@ APT_PACKAGES=(
   rdma-core ibverbs-utils ibverbs-providers libibverbs-dev librdmacm-dev
   perftest rdmacm-utils python3-pyverbs
   etcd-server etcd-client python3-yaml
+  systemd
 )
 
 missing=()

@@ -146,15 +146,22 @@ async fn main() -> anyhow::Result<()> {
             tls,
         )?)
     };
-    let listener = server::bind(
-        &cfg.socket,
-        cfg.socket_mode_bits(),
-        cfg.socket_uid,
-        cfg.socket_gid,
-    )?;
+    // systemd's socket (its unit sets path, owner and mode), or our own.
+    let activated = server::activated()?;
+    let socket_activated = activated.is_some();
+    let listener = match activated {
+        Some(l) => l,
+        None => server::bind(
+            &cfg.socket,
+            cfg.socket_mode_bits(),
+            cfg.socket_uid,
+            cfg.socket_gid,
+        )?,
+    };
     tracing::info!(
         node,
         socket = %cfg.socket.display(),
+        socket_activated,
         mode = if coordinator.is_some() { "coordinator" } else { "standalone" },
         "rdmaq-agent serving"
     );
@@ -179,7 +186,9 @@ async fn main() -> anyhow::Result<()> {
         _ = server::serve(listener, agent) => {}
         _ = shutdown() => tracing::info!("shutting down"),
     }
-    let _ = std::fs::remove_file(&socket);
+    if !socket_activated {
+        let _ = std::fs::remove_file(&socket);
+    }
     Ok::<(), anyhow::Error>(()).context("rdmaq-agent")
 }
 

@@ -62,6 +62,30 @@ pub fn bind(
     Ok(listener)
 }
 
+/// The listening socket systemd passed (socket activation: `LISTEN_FDS`, `LISTEN_PID`), if
+/// any. With it the socket outlives agent restarts: programs that connect while the agent
+/// restarts wait in its backlog instead of failing.
+pub fn activated() -> Result<Option<UnixListener>, Error> {
+    let bad = |reason: String| Error::Config {
+        key: "socket".into(),
+        reason,
+    };
+    match listenfd::ListenFd::from_env().take_unix_listener(0) {
+        Ok(Some(listener)) => {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| bad(format!("the socket systemd passed: {e}")))?;
+            UnixListener::from_std(listener)
+                .map(Some)
+                .map_err(|e| bad(format!("the socket systemd passed: {e}")))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(bad(format!(
+            "the socket systemd passed (LISTEN_FDS) is not a Unix stream listener: {e}"
+        ))),
+    }
+}
+
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
     loop {
         let (stream, _) = match listener.accept().await {

@@ -59,8 +59,12 @@ print(" ".join(sorted(kinds)))
 
 #[test]
 fn systemd_units_verify() {
-    let units = ["rdmaq-coordinator.service", "rdmaq-agent.service"]
-        .map(|u| deploy().join("systemd").join(u));
+    let units = [
+        "rdmaq-coordinator.service",
+        "rdmaq-agent.service",
+        "rdmaq-agent.socket",
+    ]
+    .map(|u| deploy().join("systemd").join(u));
     let Ok(out) = Command::new("systemd-analyze")
         .arg("verify")
         .args(&units)
@@ -69,12 +73,22 @@ fn systemd_units_verify() {
         // No systemd on this machine: check the sections by hand instead.
         for u in &units {
             let text = std::fs::read_to_string(u).unwrap();
-            for section in [
-                "[Unit]",
-                "[Service]",
-                "[Install]",
-                "ExecStart=/usr/bin/rdmaq-",
-            ] {
+            let sections: &[&str] = if u.extension().is_some_and(|e| e == "socket") {
+                &[
+                    "[Unit]",
+                    "[Socket]",
+                    "[Install]",
+                    "ListenStream=/run/rdmaq/",
+                ]
+            } else {
+                &[
+                    "[Unit]",
+                    "[Service]",
+                    "[Install]",
+                    "ExecStart=/usr/bin/rdmaq-",
+                ]
+            };
+            for section in sections {
                 assert!(text.contains(section), "{} lacks {section}", u.display());
             }
         }

@@ -381,10 +381,16 @@ fn check(
                 Op::Release(rn, rt, _) => NODES[*rn] == n && TENANTS[*rt] == t,
                 _ => false,
             };
-            prop_assert!(a.reclaim.qp <= a.allotted.qp, "{t}@{n}: asks back more than allotted");
+            prop_assert!(
+                a.reclaim.qp <= a.allotted.qp,
+                "{t}@{n}: asks back more than allotted"
+            );
             // While a node's lease is live, only the node itself lowers its allotment (it
             // may have admitted from all of it since its last report): a cap change asks.
-            let live = before.nodes.get(n).is_some_and(|r| now < r.lease_expires_ms);
+            let live = before
+                .nodes
+                .get(n)
+                .is_some_and(|r| now < r.lease_expires_ms);
             if live && !node_gone && !explicit {
                 prop_assert!(
                     a.allotted.qp >= b.allotted.qp,
