@@ -1,45 +1,36 @@
-//! The host-wide QP count of standalone mode (the original design's "global" limit): a small
-//! table of (pid, process start time, QPs) slots in one file under /dev/shm, read and updated
-//! under `flock`. The kernel drops the lock of a process that dies, and a slot whose process
-//! is gone (or whose pid was reused, seen by a different start time) no longer counts, so a
-//! process killed with SIGKILL stops counting at the next look.
+//! The host-wide QP count of standalone mode (the original design's "global" limit): a table
+//! of (pid, process start time, QPs) slots in one file under /dev/shm, mapped into every
+//! process and updated with atomics, so that a QP creation or destruction under the cap
+//! costs no system call.
+//!
+//! A reservation adds to the process's own slot first and then sums the slots: a grant is
+//! made only if that sum, which includes every earlier grant, is within the limit, so the
+//! cap holds exactly. Only a reservation that finds the table full takes the file's `flock`:
+//! it withdraws its addition, clears the slots of processes that are gone (or whose pid was
+//! reused, seen by a different start time) — so a process killed with SIGKILL stops counting
+//! as soon as its QPs are needed — and decides again. Two reservations racing for the last
+//! QPs are settled under the lock, so the cap is reached, not undershot.
 
 use std::{
     fs::{File, OpenOptions},
     io,
-    os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{OpenOptionsExt, PermissionsExt},
+    },
     path::Path,
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst},
 };
 
-/// At most this many processes hold QPs at once; the file grows only as far as the highest
-/// slot in use, so a lookup reads a few hundred bytes, not the whole table.
+/// At most this many processes hold QPs at once. Slots are claimed from the front, and sums
+/// stop at the highest slot ever claimed, so a lookup reads a few cache lines, not the table.
 const SLOTS: usize = 4096;
 const SLOT: usize = 16;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Slot {
-    pid: u32,
-    qps: u32,
-    start: u64,
-}
-
-impl Slot {
-    fn read(b: &[u8]) -> Slot {
-        Slot {
-            pid: u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
-            qps: u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")),
-            start: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
-        }
-    }
-
-    fn bytes(&self) -> [u8; SLOT] {
-        let mut b = [0u8; SLOT];
-        b[0..4].copy_from_slice(&self.pid.to_le_bytes());
-        b[4..8].copy_from_slice(&self.qps.to_le_bytes());
-        b[8..16].copy_from_slice(&self.start.to_le_bytes());
-        b
-    }
-}
+/// Magic (8 bytes), then the number of slots ever claimed (4 bytes), then padding.
+const HEADER: usize = 16;
+const LEN: usize = HEADER + SLOTS * SLOT;
+const MAGIC: u64 = u64::from_le_bytes(*b"RDMAQHT2");
 
 /// A process's start time (clock ticks since boot, field 22 of `/proc/PID/stat`), which
 /// tells a process from a later one that reused its pid; `None` if there is no such process
@@ -55,10 +46,6 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.nth(18)?.parse().ok()
 }
 
-fn alive(slot: &Slot) -> bool {
-    slot.pid != 0 && start_time(slot.pid) == Some(slot.start)
-}
-
 /// Outcome of a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserve {
@@ -70,13 +57,25 @@ pub enum Reserve {
     },
 }
 
+/// One slot of the shared table, seen through atomics.
+struct Slot<'a> {
+    pid: &'a AtomicU32,
+    qps: &'a AtomicU32,
+    start: &'a AtomicU64,
+}
+
 pub struct HostTable {
     file: File,
+    map: NonNull<u8>,
     pid: u32,
     start: u64,
-    /// This process's slot and its QP count, once it has one.
-    mine: std::cell::Cell<Option<(usize, u32)>>,
+    /// This process's slot, once it has one.
+    mine: std::cell::Cell<Option<usize>>,
 }
+
+// SAFETY: the mapping is shared memory accessed only through atomics; the table is used
+// under the library's process lock, and moving it between threads moves only the pointer.
+unsafe impl Send for HostTable {}
 
 struct Locked<'a>(&'a File);
 
@@ -97,15 +96,82 @@ impl HostTable {
             .open(path)?;
         // Every user's processes share the table; the umask must not lock others out.
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
+        {
+            // The first process sizes the file (zeros: no slot claimed) and marks it.
+            file.lock()?;
+            let _locked = Locked(&file);
+            let len = file.metadata()?.len();
+            if len == 0 {
+                file.set_len(LEN as u64)?;
+                std::os::unix::fs::FileExt::write_all_at(&file, &MAGIC.to_le_bytes(), 0)?;
+            } else if len != LEN as u64 {
+                return Err(io::Error::other(format!(
+                    "{} is {len} bytes, not an rdmaq host QP table ({LEN} bytes)",
+                    path.display()
+                )));
+            }
+        }
+        // SAFETY: a fresh shared mapping of the whole file, which is LEN bytes long (checked
+        // above; it never shrinks: only this code sizes it). No Rust reference covers it
+        // except through atomics.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let map = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap"))?;
         let pid = std::process::id();
         let start =
             start_time(pid).ok_or_else(|| io::Error::other("cannot read /proc/self/stat"))?;
-        Ok(HostTable {
+        let table = HostTable {
             file,
+            map,
             pid,
             start,
             mine: std::cell::Cell::new(None),
-        })
+        };
+        // SAFETY: offset 0 is inside the mapping and 8-aligned (mappings are page-aligned).
+        let magic = unsafe { &*table.map.as_ptr().cast::<AtomicU64>() }.load(SeqCst);
+        if magic != MAGIC {
+            return Err(io::Error::other(format!(
+                "{} is not an rdmaq host QP table",
+                path.display()
+            )));
+        }
+        Ok(table)
+    }
+
+    /// Slots ever claimed: sums stop here.
+    fn claimed(&self) -> &AtomicU32 {
+        // SAFETY: offset 8 is inside the mapping and 4-aligned; shared memory is only ever
+        // accessed through atomics.
+        unsafe { &*self.map.as_ptr().add(8).cast::<AtomicU32>() }
+    }
+
+    fn slot(&self, i: usize) -> Slot<'_> {
+        assert!(i < SLOTS, "slot {i} out of the table");
+        // SAFETY: slot i lies inside the mapping (i < SLOTS), 16 bytes at a 16-aligned
+        // offset; each field is accessed only as the atomic of its width.
+        unsafe {
+            let base = self.map.as_ptr().add(HEADER + i * SLOT);
+            Slot {
+                pid: &*base.cast::<AtomicU32>(),
+                qps: &*base.add(4).cast::<AtomicU32>(),
+                start: &*base.add(8).cast::<AtomicU64>(),
+            }
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        (self.claimed().load(SeqCst) as usize).min(SLOTS)
     }
 
     fn lock(&self) -> io::Result<Locked<'_>> {
@@ -113,78 +179,93 @@ impl HostTable {
         Ok(Locked(&self.file))
     }
 
-    /// The slots up to the highest one ever used, plus one free slot past them.
-    fn slots(&self) -> io::Result<Vec<Slot>> {
-        let len = (self.file.metadata()?.len() as usize).min(SLOTS * SLOT);
-        let mut buf = vec![0u8; len];
-        let n = self.file.read_at(&mut buf, 0)?;
-        buf.truncate(n - n % SLOT);
-        let mut slots: Vec<Slot> = buf.chunks(SLOT).map(Slot::read).collect();
-        if slots.len() < SLOTS {
-            slots.push(Slot::default());
-        }
-        Ok(slots)
+    /// QPs of every claimed slot, live or not.
+    fn sum(&self) -> u64 {
+        (0..self.in_use())
+            .map(|i| u64::from(self.slot(i).qps.load(SeqCst)))
+            .sum()
     }
 
-    fn write_slot(&self, i: usize, s: &Slot) -> io::Result<()> {
-        self.file.write_all_at(&s.bytes(), (i * SLOT) as u64)
+    /// Frees the slots of processes that are gone. Under the lock.
+    fn clear_dead(&self) {
+        for i in 0..self.in_use() {
+            let s = self.slot(i);
+            let pid = s.pid.load(SeqCst);
+            if pid == 0 || Some(i) == self.mine.get() {
+                continue;
+            }
+            if start_time(pid) != Some(s.start.load(SeqCst)) {
+                s.qps.store(0, SeqCst);
+                s.pid.store(0, SeqCst);
+            }
+        }
+    }
+
+    /// This process's slot, claimed (under the lock) on first use.
+    fn my_slot(&self) -> io::Result<usize> {
+        if let Some(i) = self.mine.get() {
+            return Ok(i);
+        }
+        let _guard = self.lock()?;
+        self.clear_dead();
+        let n = self.in_use();
+        let i = match (0..n).find(|&i| self.slot(i).pid.load(SeqCst) == 0) {
+            Some(i) => i,
+            None if n < SLOTS => {
+                self.claimed().store(n as u32 + 1, SeqCst);
+                n
+            }
+            None => return Err(io::Error::other("host QP table is full")),
+        };
+        let s = self.slot(i);
+        s.qps.store(0, SeqCst);
+        s.start.store(self.start, SeqCst);
+        s.pid.store(self.pid, SeqCst);
+        self.mine.set(Some(i));
+        Ok(i)
     }
 
     /// Adds `delta` QPs (positive: reserve, checked against `limit`; negative: release) to
-    /// this process's slot. Dead processes' slots are cleared on the way.
+    /// this process's slot.
     pub fn add(&self, delta: i64, limit: u64) -> io::Result<Reserve> {
-        let _guard = self.lock()?;
-        // A release only touches this process's own slot: no other process writes it.
-        if delta < 0
-            && let Some((i, qps)) = self.mine.get()
-        {
-            let qps = (i64::from(qps) + delta).max(0) as u32;
-            self.write_slot(
-                i,
-                &Slot {
-                    pid: self.pid,
-                    qps,
-                    start: self.start,
-                },
-            )?;
-            self.mine.set(Some((i, qps)));
+        if delta <= 0 {
+            if let Some(i) = self.mine.get() {
+                let back = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
+                let _ = self
+                    .slot(i)
+                    .qps
+                    .fetch_update(SeqCst, SeqCst, |q| Some(q.saturating_sub(back)));
+            }
             return Ok(Reserve::Granted);
         }
-        let slots = self.slots()?;
-        let mut mine = None;
-        let mut free = None;
-        let mut used: u64 = 0;
-        for (i, s) in slots.iter().enumerate() {
-            if s.pid == self.pid && s.start == self.start {
-                mine = Some(i);
-                used += u64::from(s.qps);
-            } else if alive(s) {
-                used += u64::from(s.qps);
-            } else {
-                if s.pid != 0 {
-                    self.write_slot(i, &Slot::default())?;
-                }
-                free.get_or_insert(i);
-            }
+        let delta = u32::try_from(delta).unwrap_or(u32::MAX);
+        let mine = self.slot(self.my_slot()?);
+        // Fast path: add first, then look. Every earlier grant added before it looked, so
+        // this sum includes it.
+        mine.qps.fetch_add(delta, SeqCst);
+        if self.sum() <= limit {
+            return Ok(Reserve::Granted);
         }
-        if delta > 0 && used + delta as u64 > limit {
+        // Full, or nearly: decide under the lock, without our addition, after clearing the
+        // slots of processes that are gone.
+        let _guard = self.lock()?;
+        mine.qps.fetch_sub(delta, SeqCst);
+        self.clear_dead();
+        let used = self.sum();
+        if used + u64::from(delta) > limit {
             return Ok(Reserve::Full { used, limit });
         }
-        let Some(i) = mine.or(free) else {
-            return Err(io::Error::other("host QP table is full"));
-        };
-        let current = if mine.is_some() { slots[i].qps } else { 0 };
-        let qps = (i64::from(current) + delta).max(0) as u32;
-        let slot = if qps == 0 {
-            Slot::default()
-        } else {
-            Slot {
-                pid: self.pid,
-                qps,
-                start: self.start,
-            }
-        };
-        self.write_slot(i, &slot)?;
+        mine.qps.fetch_add(delta, SeqCst);
+        // A fast-path reservation may have added and looked meanwhile; it was granted if it
+        // saw room, so look again.
+        let used = self.sum();
+        if used > limit {
+            mine.qps.fetch_sub(delta, SeqCst);
+            return Ok(Reserve::Full {
+                used: used - u64::from(delta),
+                limit,
+            });
+        }
         Ok(Reserve::Granted)
     }
 
@@ -192,12 +273,16 @@ impl HostTable {
     #[cfg(test)]
     pub fn total(&self) -> io::Result<u64> {
         let _guard = self.lock()?;
-        Ok(self
-            .slots()?
-            .iter()
-            .filter(|s| alive(s))
-            .map(|s| u64::from(s.qps))
-            .sum())
+        self.clear_dead();
+        Ok(self.sum())
+    }
+}
+
+impl Drop for HostTable {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`, of LEN bytes, unmapped once; no reference into
+        // it outlives `self`.
+        unsafe { libc::munmap(self.map.as_ptr().cast(), LEN) };
     }
 }
 
@@ -209,6 +294,15 @@ mod tests {
         let path = std::env::temp_dir().join(format!("rdmaq-host-{name}-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         (HostTable::open(&path).unwrap(), path)
+    }
+
+    /// Claims slot `i` for an arbitrary (pid, start).
+    fn plant(t: &HostTable, i: usize, pid: u32, qps: u32, start: u64) {
+        let s = t.slot(i);
+        s.qps.store(qps, SeqCst);
+        s.start.store(start, SeqCst);
+        s.pid.store(pid, SeqCst);
+        t.claimed().fetch_max(i as u32 + 1, SeqCst);
     }
 
     #[test]
@@ -226,27 +320,44 @@ mod tests {
     fn slots_of_dead_processes_do_not_count() {
         let (t, path) = table("dead");
         // A slot left by a process that no longer exists (pid 0x7ffffff0 is never live).
-        t.write_slot(
-            7,
-            &Slot {
-                pid: 0x7fff_fff0,
-                qps: 50,
-                start: 1,
-            },
-        )
-        .unwrap();
+        plant(&t, 7, 0x7fff_fff0, 50, 1);
         // Our own pid with a different start time: an earlier process that reused it.
-        t.write_slot(
-            8,
-            &Slot {
-                pid: t.pid,
-                qps: 50,
-                start: t.start + 1,
-            },
-        )
-        .unwrap();
+        plant(&t, 8, t.pid, 50, t.start + 1);
         assert_eq!(t.total().unwrap(), 0);
         assert_eq!(t.add(4, 4).unwrap(), Reserve::Granted);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn processes_sharing_the_table_never_exceed_the_limit_together() {
+        // Several "processes" (tables of their own, each with its own slot) on one file,
+        // racing for the last QPs.
+        let path = std::env::temp_dir().join(format!("rdmaq-host-race-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let limit = 50;
+        let granted: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|k| {
+                    let path = &path;
+                    s.spawn(move || {
+                        let t = HostTable::open(path).unwrap();
+                        let mut mine = 0u64;
+                        for _ in 0..40 {
+                            if t.add(1, limit).unwrap() == Reserve::Granted {
+                                mine += 1;
+                            }
+                        }
+                        (k, mine, t)
+                    })
+                })
+                .collect();
+            let tables: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let total: u64 = tables.iter().map(|(_, m, _)| m).sum();
+            // Each table claimed a slot of its own: the table's sum is what they hold.
+            assert_eq!(tables[0].2.total().unwrap(), total);
+            total
+        });
+        assert_eq!(granted, limit, "exactly the limit is reached, never more");
         let _ = std::fs::remove_file(path);
     }
 }
