@@ -64,7 +64,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the ledger's gauges as of now.
-    pub fn render(&self, ledger: &Ledger, now: std::time::Instant) -> String {
+    pub fn render(
+        &self,
+        ledger: &Ledger,
+        kernel: &rdmaq_ebpf_common::Counts,
+        now: std::time::Instant,
+    ) -> String {
         let mut r = Registry::default();
         r.register(
             "rdmaq_agent_admissions",
@@ -150,6 +155,21 @@ impl Metrics {
         for (name, help, family) in gauges {
             r.register(name, help, family);
         }
+        let node: Family<Labels, Gauge> = Family::default();
+        for (dim, v) in [
+            ("qp", kernel.qps),
+            ("mr", kernel.mrs),
+            ("mr_bytes", kernel.mr_bytes),
+            ("pinned_bytes", kernel.pinned),
+        ] {
+            node.get_or_create(&vec![("dim", dim.to_string())])
+                .set(v.min(i64::MAX as u64) as i64);
+        }
+        r.register(
+            "rdmaq_agent_kernel_objects",
+            "RDMA objects and pinned user memory on this node, as the eBPF monitor sees them",
+            node,
+        );
         let conns: Gauge = Gauge::default();
         conns.set(ledger.conns.len() as i64);
         r.register(

@@ -22,11 +22,15 @@ use crate::{Error, agent::Agent, btf::Structs};
 static OBJECT: &[u8] = include_bytes_aligned!(env!("RDMAQ_EBPF_OBJECT"));
 
 /// (program, kernel function, is a return probe)
-const PROBES: [(&str, &str); 4] = [
+const PROBES: [(&str, &str); 7] = [
     ("qp_create", "ib_create_qp_user"),
     ("qp_destroy", "ib_destroy_qp_user"),
     ("restrack_add", "rdma_restrack_add"),
     ("mr_destroy", "ib_dereg_mr_user"),
+    // Pinned user memory (module ib_uverbs, which any user-space verbs program loads).
+    ("umem_get_entry", "ib_umem_get"),
+    ("umem_get", "ib_umem_get"),
+    ("umem_release", "ib_umem_release"),
 ];
 
 /// What the kernel holds, per process, as the monitor has seen it.
@@ -57,13 +61,15 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Loads and attaches everything; fails if ib_core is not loaded or the kernel lacks
-    /// what the programs need.
+    /// Loads and attaches everything; fails if ib_core or ib_uverbs is not loaded or the
+    /// kernel lacks what the programs need.
     pub fn load() -> Result<Monitor, Error> {
-        if !std::path::Path::new("/sys/module/ib_core").exists() {
-            return Err(Error::Ebpf(
-                "ib_core is not loaded (no RDMA device on this host?)".into(),
-            ));
+        for module in ["ib_core", "ib_uverbs"] {
+            if !std::path::Path::new("/sys/module").join(module).exists() {
+                return Err(Error::Ebpf(format!(
+                    "{module} is not loaded (no RDMA device on this host?)"
+                )));
+            }
         }
         let offsets = offsets()?;
         let mut bpf = Ebpf::load(OBJECT).map_err(|e| ebpf("loading the object", e))?;
@@ -149,6 +155,8 @@ fn apply(agent: &Agent, events: &[Event]) {
             kind::MR_CREATE => "mr_create",
             kind::MR_DESTROY => "mr_destroy",
             kind::PROCESS_EXIT => "process_exit",
+            kind::UMEM_GET => "umem_get",
+            kind::UMEM_RELEASE => "umem_release",
             _ => "unknown",
         };
         agent
@@ -168,6 +176,8 @@ fn apply(agent: &Agent, events: &[Event]) {
                 c.mrs = c.mrs.saturating_sub(1);
                 c.mr_bytes = c.mr_bytes.saturating_sub(ev.bytes);
             }
+            kind::UMEM_GET => c.pinned += ev.bytes,
+            kind::UMEM_RELEASE => c.pinned = c.pinned.saturating_sub(ev.bytes),
             _ => {}
         }
         if ev.kind == kind::PROCESS_EXIT || *c == Counts::default() {
@@ -204,7 +214,11 @@ pub fn dump() -> Result<KernelView, Error> {
                 c.qps += 1;
             } else {
                 c.mrs += 1;
-                c.mr_bytes += e["mrlen"].as_u64().unwrap_or(0);
+                let len = e["mrlen"].as_u64().unwrap_or(0);
+                c.mr_bytes += len;
+                // The dump does not list pinned memory; a user MR pins its length (on-demand
+                // paging MRs, which pin nothing, are the exception).
+                c.pinned += len;
             }
         }
     }

@@ -23,9 +23,43 @@ struct Status<'a> {
     mode: &'static str,
     connections: usize,
     tenants: Vec<TenantStatus<'a>>,
+    /// The node's RDMA objects and pinned memory as the eBPF monitor sees them.
+    kernel: KernelTotals,
+}
+
+#[derive(Serialize)]
+struct KernelTotals {
+    processes: usize,
+    qps: u64,
+    mrs: u64,
+    mr_bytes: u64,
+    pinned_bytes: u64,
+}
+
+/// The kernel view summed over processes.
+pub fn kernel_totals(agent: &Agent) -> rdmaq_ebpf_common::Counts {
+    agent
+        .kernel
+        .lock()
+        .expect("kernel view")
+        .values()
+        .fold(Default::default(), |a, c| rdmaq_ebpf_common::Counts {
+            qps: a.qps + c.qps,
+            mrs: a.mrs + c.mrs,
+            mr_bytes: a.mr_bytes + c.mr_bytes,
+            pinned: a.pinned + c.pinned,
+        })
 }
 
 fn status(agent: &Agent) -> serde_json::Value {
+    let k = kernel_totals(agent);
+    let kernel = KernelTotals {
+        processes: agent.kernel.lock().expect("kernel view").len(),
+        qps: k.qps,
+        mrs: k.mrs,
+        mr_bytes: k.mr_bytes,
+        pinned_bytes: k.pinned,
+    };
     let ledger = agent.ledger.lock().expect("ledger");
     let now = Instant::now();
     let mut tenants: Vec<TenantStatus<'_>> = ledger
@@ -50,6 +84,7 @@ fn status(agent: &Agent) -> serde_json::Value {
         },
         connections: ledger.conns.len(),
         tenants,
+        kernel,
     })
     .unwrap_or_default()
 }
@@ -62,9 +97,12 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
             get(move || {
                 let agent = a1.clone();
                 async move {
-                    let body = agent
-                        .metrics
-                        .render(&agent.ledger.lock().expect("ledger"), Instant::now());
+                    let kernel = kernel_totals(&agent);
+                    let body = agent.metrics.render(
+                        &agent.ledger.lock().expect("ledger"),
+                        &kernel,
+                        Instant::now(),
+                    );
                     (
                         [(
                             header::CONTENT_TYPE,

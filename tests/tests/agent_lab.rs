@@ -217,10 +217,11 @@ fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
         &format!("ibv_rc_pingpong -d rxe0 -g 1 -n 20 {a}"),
     );
     assert!(
-        ev("qp_create") >= 2 && ev("mr_create") >= 2,
-        "pingpong: qp {} mr {}",
+        ev("qp_create") >= 2 && ev("mr_create") >= 2 && ev("umem_get") >= 2,
+        "pingpong: qp {} mr {} umem {}",
         ev("qp_create"),
-        ev("mr_create")
+        ev("mr_create"),
+        ev("umem_get")
     );
     let before = ev("qp_create");
     pair(
@@ -245,9 +246,14 @@ fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
         ev("qp_create") - before
     );
     n.run_ok("sleep 1").unwrap();
-    // Every object created was destroyed again, and seen destroyed.
+    // Every object created was destroyed again, and seen destroyed; no memory stays pinned.
     assert_eq!(ev("qp_create"), ev("qp_destroy"), "QPs");
     assert_eq!(ev("mr_create"), ev("mr_destroy"), "MRs");
+    assert_eq!(ev("umem_get"), ev("umem_release"), "pinned memory");
+    assert_eq!(
+        metric(n, "rdmaq_agent_kernel_objects{dim=\"pinned_bytes\"}"),
+        0
+    );
 }
 
 #[test]

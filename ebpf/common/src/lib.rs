@@ -28,6 +28,10 @@ pub mod kind {
     pub const MR_CREATE: u32 = 3;
     pub const MR_DESTROY: u32 = 4;
     pub const PROCESS_EXIT: u32 = 5;
+    /// User memory pinned (`ib_umem_get`): MR buffers, and on most hardware the QP and CQ
+    /// buffers too.
+    pub const UMEM_GET: u32 = 6;
+    pub const UMEM_RELEASE: u32 = 7;
 }
 
 /// One RDMA object event, sent on the `EVENTS` ring buffer.
@@ -39,7 +43,7 @@ pub struct Event {
     pub tgid: u32,
     /// The kernel object's address: the key that pairs a destroy with its create.
     pub ptr: u64,
-    /// MR length in bytes (MR events).
+    /// MR length (MR events) or bytes pinned (umem events).
     pub bytes: u64,
 }
 
@@ -73,6 +77,8 @@ pub struct Counts {
     pub qps: u64,
     pub mrs: u64,
     pub mr_bytes: u64,
+    /// User memory pinned for the process's RDMA objects (`ib_umem_get`).
+    pub pinned: u64,
 }
 
 /// Capacity of the object and process maps.

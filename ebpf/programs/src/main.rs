@@ -1,7 +1,7 @@
 //! rdmaq's kernel-side monitor of RDMA object lifetimes (DESIGN.md, "Kernel monitor"):
 //! every user QP and MR the kernel creates or destroys, whichever path the command took
-//! (write() or ioctl), attributed to its process, counted per process and streamed to the
-//! agent. Struct offsets come from the agent (the running kernel's BTF) through `CONFIG`;
+//! (write() or ioctl), and the user memory pinned for them (umem), attributed to its
+//! process, counted per process and streamed to the agent. Struct offsets come from the agent (the running kernel's BTF) through `CONFIG`;
 //! destroys are paired with creates by object address, never by `current` (a destroy may
 //! run from another task's exit or close).
 #![no_std]
@@ -29,6 +29,14 @@ static QPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_OBJECTS, 0);
 #[map]
 static MRS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_OBJECTS, 0);
 
+/// Thread (pid_tgid) -> bytes it asked `ib_umem_get` to pin, between entry and return.
+#[map]
+static UMEM_ASKED: HashMap<u64, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// umem address -> (owning tgid, bytes pinned) packed as tgid << 48 | bytes.
+#[map]
+static UMEMS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_OBJECTS, 0);
+
 /// Live objects per tgid.
 #[map]
 static PROCS: HashMap<u32, Counts> = HashMap::with_max_entries(MAX_PROCESSES, 0);
@@ -49,6 +57,10 @@ fn emit(kind: u32, tgid: u32, ptr: u64, bytes: u64) {
 }
 
 fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64) {
+    count_all(tgid, qps, mrs, bytes, 0);
+}
+
+fn count_all(tgid: u32, qps: i64, mrs: i64, bytes: i64, pinned: i64) {
     let mut c = PROCS.get_ptr(&tgid).map(|p| {
         // SAFETY: the pointer comes from a map lookup and is valid for this program run.
         unsafe { *p }
@@ -56,7 +68,60 @@ fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64) {
     c.qps = (c.qps as i64 + qps).max(0) as u64;
     c.mrs = (c.mrs as i64 + mrs).max(0) as u64;
     c.mr_bytes = (c.mr_bytes as i64 + bytes).max(0) as u64;
+    c.pinned = (c.pinned as i64 + pinned).max(0) as u64;
     let _ = PROCS.insert(&tgid, &c, 0);
+}
+
+const LOW48: u64 = (1 << 48) - 1;
+
+/// `ib_umem_get(struct ib_device *, unsigned long addr, size_t size, int access)`: remember
+/// the size until the call returns the umem.
+#[kprobe]
+pub fn umem_get_entry(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    let _ = UMEM_ASKED.insert(&bpf_get_current_pid_tgid(), &size, 0);
+    0
+}
+
+/// `ib_umem_get` returns the new `struct ib_umem *`, or an ERR_PTR.
+#[kretprobe]
+pub fn umem_get(ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let Some(size) = UMEM_ASKED.get_ptr(&id).map(|p| {
+        // SAFETY: map lookup result, valid for this program run.
+        unsafe { *p }
+    }) else {
+        return 0;
+    };
+    let _ = UMEM_ASKED.remove(&id);
+    let ptr: u64 = ctx.ret().unwrap_or(0);
+    if ptr == 0 || ptr >= (-4095i64) as u64 {
+        return 0;
+    }
+    let owner = (id >> 32) as u32;
+    let size = size & LOW48;
+    let _ = UMEMS.insert(&ptr, &((u64::from(owner) << 48) | size), 0);
+    count_all(owner, 0, 0, 0, size as i64);
+    emit(kind::UMEM_GET, owner, ptr, size);
+    0
+}
+
+/// `ib_umem_release(struct ib_umem *)`: may run from another task's exit or close, so the
+/// owner comes from the map.
+#[kprobe]
+pub fn umem_release(ctx: ProbeContext) -> u32 {
+    let ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let Some(packed) = UMEMS.get_ptr(&ptr).map(|p| {
+        // SAFETY: map lookup result, valid for this program run.
+        unsafe { *p }
+    }) else {
+        return 0;
+    };
+    let _ = UMEMS.remove(&ptr);
+    let (owner, size) = ((packed >> 48) as u32, packed & LOW48);
+    count_all(owner, 0, 0, 0, -(size as i64));
+    emit(kind::UMEM_RELEASE, owner, ptr, size);
+    0
 }
 
 /// `ib_create_qp_user` returns the new `struct ib_qp *`, or an ERR_PTR.
