@@ -21,7 +21,12 @@ use crate::{Error, agent::Agent, btf::Structs};
 /// The object built by build.rs (aligned for the ELF parser).
 static OBJECT: &[u8] = include_bytes_aligned!(env!("RDMAQ_EBPF_OBJECT"));
 
-/// (program, kernel function, is a return probe)
+/// How often the view is checked against the kernel's resource dump.
+const RESYNC: Duration = Duration::from_secs(30);
+/// Dumps tried at start-up before settling for one during which objects changed.
+const SEED_ATTEMPTS: usize = 10;
+
+/// (program, kernel function)
 const PROBES: [(&str, &str); 7] = [
     ("qp_create", "ib_create_qp_user"),
     ("qp_destroy", "ib_destroy_qp_user"),
@@ -115,32 +120,120 @@ impl Monitor {
         Ok(Monitor { _ebpf: bpf, events })
     }
 
-    /// Drops the events queued so far: they are already in a resource dump taken since.
-    fn discard_queued(&mut self) -> usize {
+    /// The events queued so far.
+    fn take_queued(&mut self) -> Vec<Event> {
         let ring = self.events.get_mut();
-        let mut dropped = 0;
-        while ring.next().is_some() {
-            dropped += 1;
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            if let Some(ev) = Event::from_bytes(&item) {
+                batch.push(ev);
+            }
         }
-        dropped
+        batch
     }
 
-    /// Applies kernel events to the agent's view until the process ends.
-    pub async fn run(mut self, agent: Arc<Agent>) {
-        loop {
-            let Ok(mut guard) = self.events.readable_mut().await else {
-                return;
-            };
-            let ring = guard.get_inner_mut();
-            let mut batch = Vec::new();
-            while let Some(item) = ring.next() {
-                if let Some(ev) = Event::from_bytes(&item) {
-                    batch.push(ev);
+    /// The kernel's resource dump, and whether no RDMA object was created or destroyed while
+    /// it ran (then it agrees exactly with the event stream; otherwise it may or may not
+    /// include those objects). Events queued before it are dropped when `drop_before` (they
+    /// are in the dump), else applied first, as are those queued during a dump that was not
+    /// quiet.
+    async fn quiet_dump(
+        &mut self,
+        agent: &Agent,
+        drop_before: bool,
+    ) -> Result<(KernelView, bool), Error> {
+        let before = self.take_queued();
+        if !drop_before && !before.is_empty() {
+            apply(agent, &before);
+        }
+        let view = tokio::task::spawn_blocking(dump)
+            .await
+            .unwrap_or_else(|e| Err(Error::Ebpf(format!("dump task: {e}"))))?;
+        let during = self.take_queued();
+        if !drop_before && !during.is_empty() {
+            apply(agent, &during);
+        }
+        Ok((view, during.is_empty()))
+    }
+
+    /// Seeds the agent's view from the kernel: attached first, then a dump taken while no
+    /// object changed, so that an object is counted once whether it was created before the
+    /// programs were attached (only in the dump) or after (only in the events).
+    async fn seed(&mut self, agent: &Agent) {
+        let mut seeded = None;
+        for attempt in 1..=SEED_ATTEMPTS {
+            match self.quiet_dump(agent, true).await {
+                Ok((view, quiet)) => {
+                    seeded = Some((view, quiet));
+                    if quiet {
+                        break;
+                    }
+                    // Objects changed while it ran: take it again (those changes are in
+                    // the next one); the last one stays as a fallback.
+                    if attempt < SEED_ATTEMPTS {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no RDMA resource dump; objects created before the agent started are not counted");
+                    return;
                 }
             }
-            guard.clear_ready();
-            if !batch.is_empty() {
-                apply(&agent, &batch);
+        }
+        let Some((view, quiet)) = seeded else { return };
+        if !quiet {
+            tracing::warn!(
+                "RDMA objects changed during every start-up dump; the view is checked again every 30 s"
+            );
+        }
+        let pids: Vec<u32> = view.keys().copied().collect();
+        tracing::info!(
+            processes = pids.len(),
+            quiet,
+            "kernel view seeded from the RDMA resource dump"
+        );
+        *agent.kernel.lock().expect("kernel view") = view;
+        agent.preexisting.lock().expect("preexisting").extend(pids);
+    }
+
+    /// Applies kernel events to the agent's view until the process ends; every `RESYNC`,
+    /// replaces the view with a quiet dump if one can be had (an event ever lost — a full
+    /// ring buffer — or an object missed at start-up is corrected there).
+    pub async fn run(mut self, agent: Arc<Agent>) {
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                ready = self.events.readable_mut() => {
+                    let Ok(mut guard) = ready else { return };
+                    let ring = guard.get_inner_mut();
+                    let mut batch = Vec::new();
+                    while let Some(item) = ring.next() {
+                        if let Some(ev) = Event::from_bytes(&item) {
+                            batch.push(ev);
+                        }
+                    }
+                    guard.clear_ready();
+                    if !batch.is_empty() {
+                        apply(&agent, &batch);
+                    }
+                }
+                _ = resync.tick() => {
+                    if let Ok((mut view, true)) = self.quiet_dump(&agent, false).await {
+                        let mut current = agent.kernel.lock().expect("kernel view");
+                        // The dump lists no pinned memory: keep what the events counted.
+                        for (pid, c) in view.iter_mut() {
+                            if let Some(now) = current.get(pid) {
+                                c.pinned = now.pinned;
+                            }
+                        }
+                        if *current != view {
+                            tracing::info!(processes = view.len(), "kernel view corrected from a quiet resource dump");
+                            *current = view;
+                        }
+                    }
+                }
             }
         }
     }
@@ -236,30 +329,7 @@ pub async fn supervise(agent: Arc<Agent>) {
             .unwrap_or_else(|e| Err(Error::Ebpf(format!("loader task: {e}"))));
         match loaded {
             Ok(mut m) => {
-                // Attached first, then the dump: an object created in between is both in the
-                // dump and queued as an event. So the view is replaced wholesale with the dump
-                // and the events queued until then are dropped (they are in it); only an
-                // object created in the instant between the dump's end and the drop would be
-                // missed, instead of every object of the dump's duration counted twice.
-                let dumped = tokio::task::spawn_blocking(dump)
-                    .await
-                    .unwrap_or_else(|e| Err(Error::Ebpf(format!("dump task: {e}"))));
-                match dumped {
-                    Ok(view) => {
-                        let dropped = m.discard_queued();
-                        let pids: Vec<u32> = view.keys().copied().collect();
-                        tracing::info!(
-                            processes = pids.len(),
-                            events_in_dump = dropped,
-                            "kernel view seeded from the RDMA resource dump"
-                        );
-                        *agent.kernel.lock().expect("kernel view") = view;
-                        agent.preexisting.lock().expect("preexisting").extend(pids);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no RDMA resource dump; objects created before the agent started are not counted")
-                    }
-                }
+                m.seed(&agent).await;
                 *agent.monitor_up.lock().expect("flag") = true;
                 m.run(agent.clone()).await;
                 return;
