@@ -21,8 +21,17 @@ use crate::{
     rate::Bucket,
 };
 
-/// Unused agent tokens kept for later creations before the surplus goes back to the agent.
+/// Unused agent tokens kept for later creations before the surplus goes back to the agent:
+/// at most this many, and no more than the process has objects of that kind alive (at least
+/// one, so that create/destroy cycles need no round trip). Tokens held are charged to the
+/// tenant, so a process that tears its objects down keeps almost none.
 const KEEP_TOKENS: u32 = 8;
+
+fn keep(live: usize) -> u32 {
+    KEEP_TOKENS
+        .min(u32::try_from(live).unwrap_or(u32::MAX))
+        .max(1)
+}
 /// Tokens asked for ahead of demand on each round trip.
 const PREFETCH: u32 = 4;
 /// How long to wait before trying an unreachable agent again.
@@ -458,9 +467,10 @@ impl Process {
             Source::Standalone { host: false } => {}
             Source::Agent => {
                 self.tokens.qp += 1;
-                if self.tokens.qp > KEEP_TOKENS {
-                    let surplus = self.tokens.qp - KEEP_TOKENS;
-                    self.tokens.qp = KEEP_TOKENS;
+                let keep = keep(self.qps.len());
+                if self.tokens.qp > keep {
+                    let surplus = self.tokens.qp - keep;
+                    self.tokens.qp = keep;
                     self.return_tokens(Resource::Qp, surplus, 0);
                 }
             }
@@ -574,10 +584,15 @@ impl Process {
         if source == Source::Agent {
             self.tokens.mr += 1;
             self.tokens.bytes += bytes;
-            if self.tokens.mr > KEEP_TOKENS {
-                let surplus = self.tokens.mr - KEEP_TOKENS;
-                self.tokens.mr = KEEP_TOKENS;
-                let spare_bytes = std::mem::take(&mut self.tokens.bytes);
+            let keep = keep(self.mrs.len());
+            if self.tokens.mr > keep {
+                // Kept tokens keep the bytes of the MR just released each, so that an MR of
+                // the same size can be registered again without a round trip.
+                let surplus = self.tokens.mr - keep;
+                self.tokens.mr = keep;
+                let kept_bytes = bytes.saturating_mul(u64::from(keep)).min(self.tokens.bytes);
+                let spare_bytes = self.tokens.bytes - kept_bytes;
+                self.tokens.bytes = kept_bytes;
                 self.return_tokens(Resource::Mr, surplus, spare_bytes);
             }
         }
