@@ -102,6 +102,7 @@ pub fn tenant_usage(s: &state::State, tenant: &str) -> pb::TenantUsage {
                 node: node.clone(),
                 allotted: Some(amounts_to_pb(a.allotted)),
                 used: Some(amounts_to_pb(a.used)),
+                reclaim: Some(amounts_to_pb(a.reclaim)),
                 lease_expires_unix_ms: rec.map_or(0, |r| r.lease_expires_ms),
                 lease_expired: rec
                     .is_none_or(|r| r.lease_expired || r.lease_expires_ms <= s.now_ms),

@@ -127,19 +127,13 @@ impl State {
     /// destroys nothing, the tenant is over quota until its use falls. A raised cap cancels
     /// what is still asked for.
     fn shrink_to_caps(&mut self, tenant: &str, limits: &Limits) {
+        let total = self.totals.get(tenant).copied().unwrap_or_default();
+        let over_global = limits.global.exceeded_by(total);
         let Some(per_node) = self.allotments.get_mut(tenant) else {
             return;
         };
-        let over_global = limits
-            .global
-            .exceeded_by(self.totals.get(tenant).copied().unwrap_or_default());
         for a in per_node.values_mut() {
-            let node_cap = limits.per_node.headroom(Amounts::ZERO);
-            let mut target = a.allotted.min(node_cap).max(a.charged());
-            if over_global {
-                target = target.min(a.charged());
-            }
-            a.reclaim = a.allotted.saturating_sub(target);
+            a.reclaim = reclaim(a, limits, over_global);
         }
     }
 
@@ -429,7 +423,16 @@ impl State {
                 None => self.allotments.entry(tenant.clone()).or_default(),
             };
             match per_node.get_mut(node) {
-                Some(a) => a.used = reported,
+                Some(a) => {
+                    a.used = reported;
+                    // While the tenant is above its caps, what the node is asked to give
+                    // back follows its use: budget freed as use falls is asked back
+                    // instead of being admitted again above the cap.
+                    if let Some(q) = self.quotas.get(tenant) {
+                        let total = self.totals.get(tenant).copied().unwrap_or_default();
+                        a.reclaim = reclaim(a, &q.limits, q.limits.global.exceeded_by(total));
+                    }
+                }
                 None => {
                     per_node.insert(
                         node.to_string(),
@@ -502,4 +505,16 @@ impl State {
             .get(tenant)
             .is_some_and(|q| q.limits.global.exceeded_by(self.used_total(tenant)))
     }
+}
+
+/// What a node is asked to give back of allotment `a` under `limits`: everything beyond the
+/// per-node cap that it is not using, and while the tenant is above its global cap,
+/// everything it is not using.
+fn reclaim(a: &Allotment, limits: &Limits, over_global: bool) -> Amounts {
+    let node_cap = limits.per_node.headroom(Amounts::ZERO);
+    let mut target = a.allotted.min(node_cap).max(a.charged());
+    if over_global {
+        target = target.min(a.charged());
+    }
+    a.allotted.saturating_sub(target)
 }

@@ -359,6 +359,17 @@ fn check(
             "totals out of step"
         );
         let before_total = before.totals.get(t).map_or(0, |a| a.qp);
+        // What the nodes may still admit from (allotted less what they are asked to give
+        // back) never exceeds the cap, or the use where a lowered cap left use above it.
+        let (usable, used): (u64, u64) = after.allotments.get(t).map_or((0, 0), |m| {
+            m.values()
+                .map(|a| (a.allotted.qp - a.reclaim.qp, a.used.qp))
+                .fold((0, 0), |(x, y), (p, q)| (x + p, y + q))
+        });
+        prop_assert!(
+            usable <= cap.max(used),
+            "{t}: {usable} usable > cap {cap} (used {used}) after {op:?}"
+        );
         // Within the cap, or (after a cap was lowered below use) never growing.
         prop_assert!(
             total <= cap || total <= before_total,
