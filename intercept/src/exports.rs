@@ -91,7 +91,10 @@ pub(crate) fn admit_and_create_qp(
     qp
 }
 
-fn admit_and_register_mr(bytes: u64, register: impl FnOnce() -> *mut c_void) -> *mut c_void {
+pub(crate) fn admit_and_register_mr(
+    bytes: u64,
+    register: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
     if !config().enabled {
         return register();
     }
@@ -119,7 +122,7 @@ fn admit_and_register_mr(bytes: u64, register: impl FnOnce() -> *mut c_void) -> 
 }
 
 /// Forgets an object once its destroy verb succeeded (returned 0).
-fn after_destroy(ret: c_int, f: impl FnOnce(&mut crate::admit::Process)) -> c_int {
+pub(crate) fn after_destroy(ret: c_int, f: impl FnOnce(&mut crate::admit::Process)) -> c_int {
     if ret == 0 && config().enabled {
         let saved = errno();
         quietly(|| with_process(f));
