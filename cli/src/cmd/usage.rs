@@ -69,6 +69,30 @@ pub async fn run(
     }
 }
 
+/// A node's lease, and what it is asked to give back (above a lowered cap).
+fn node_state(n: &pb::NodeUsage) -> String {
+    let lease = if n.lease_expired {
+        "lease expired"
+    } else {
+        "live"
+    };
+    let r = n.reclaim.unwrap_or_default();
+    let asked: Vec<String> = [
+        (r.qp, format!("{} qp", r.qp)),
+        (r.mr, format!("{} mr", r.mr)),
+        (r.mr_bytes, bytes(r.mr_bytes)),
+    ]
+    .into_iter()
+    .filter(|(v, _)| *v > 0)
+    .map(|(_, s)| s)
+    .collect();
+    if asked.is_empty() {
+        lease.to_string()
+    } else {
+        format!("{lease}, giving back {}", asked.join(" "))
+    }
+}
+
 fn render(ctx: &Ctx, r: &pb::UsageResponse) -> String {
     if ctx.format == Format::Json {
         return json(r);
@@ -115,14 +139,27 @@ fn render(ctx: &Ctx, r: &pb::UsageResponse) -> String {
                 bytes(used.mr_bytes),
                 String::new(),
                 clock(n.lease_expires_unix_ms),
-                if n.lease_expired {
-                    "lease expired"
-                } else {
-                    "live"
-                }
-                .into(),
+                node_state(n),
             ]);
         }
     }
     t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_giving_back_budget_says_how_much() {
+        let mut n = pb::NodeUsage::default();
+        assert_eq!(node_state(&n), "live");
+        n.reclaim = Some(pb::Amounts {
+            qp: 2,
+            mr: 0,
+            mr_bytes: 0,
+        });
+        n.lease_expired = true;
+        assert_eq!(node_state(&n), "lease expired, giving back 2 qp");
+    }
 }
