@@ -207,14 +207,11 @@ impl Monitor {
             tokio::select! {
                 ready = self.events.readable_mut() => {
                     let Ok(mut guard) = ready else { return };
-                    let ring = guard.get_inner_mut();
-                    let mut batch = Vec::new();
-                    while let Some(item) = ring.next() {
-                        if let Some(ev) = Event::from_bytes(&item) {
-                            batch.push(ev);
-                        }
-                    }
+                    // Readiness is cleared before draining, so that an event submitted
+                    // while draining wakes the next wait instead of waiting for another.
                     guard.clear_ready();
+                    drop(guard);
+                    let batch = self.take_queued();
                     if !batch.is_empty() {
                         apply(&agent, &batch);
                     }
