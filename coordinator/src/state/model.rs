@@ -98,8 +98,9 @@ pub struct Allotment {
     pub used: Amounts,
     /// Part of `allotted` the node is asked to give back (a cap was lowered below the
     /// allotments). It stays counted until the node releases it: the node may have admitted
-    /// from it already, and only the node knows when it has stopped doing so.
-    #[serde(default)]
+    /// from it already, and only the node knows when it has stopped doing so. Left out of
+    /// snapshots when zero (almost always): node allotments are most of a snapshot.
+    #[serde(default, skip_serializing_if = "Amounts::is_zero")]
     pub reclaim: Amounts,
 }
 

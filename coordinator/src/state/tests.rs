@@ -440,3 +440,18 @@ fn check(
     }
     Ok(())
 }
+
+#[test]
+fn allotments_round_trip_and_snapshots_leave_out_an_empty_reclaim() {
+    let mut a = Allotment {
+        allotted: qps(4),
+        used: qps(2),
+        reclaim: Amounts::ZERO,
+    };
+    let text = serde_json::to_string(&a).unwrap();
+    assert!(!text.contains("reclaim"), "{text}");
+    assert_eq!(serde_json::from_str::<Allotment>(&text).unwrap(), a);
+    a.reclaim = qps(2);
+    let text = serde_json::to_string(&a).unwrap();
+    assert_eq!(serde_json::from_str::<Allotment>(&text).unwrap(), a);
+}
