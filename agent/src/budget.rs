@@ -669,3 +669,94 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Admit(u64, u32),
+        Release(u64, u32),
+        Disconnect(u64),
+        TakeIn(u64, u64),
+        Unadmitted(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (1..4u64, 1..6u32).prop_map(|(c, n)| Op::Admit(c, n)),
+            2 => (1..4u64, 0..5u32).prop_map(|(c, n)| Op::Release(c, n)),
+            1 => (1..4u64).prop_map(Op::Disconnect),
+            2 => (0..14u64, 0..14u64).prop_map(|(a, r)| Op::TakeIn(a, r)),
+            1 => (0..4u64).prop_map(Op::Unadmitted),
+        ]
+    }
+
+    fn qps(qp: u64) -> Amounts {
+        Amounts {
+            qp,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the coordinator says and processes do, a grant never takes the node's
+        /// charge above what it may use (its allotment less what is asked back, and its
+        /// per-node cap), no process above its own cap, and the ledger's books balance;
+        /// what is given back is never in use, and beyond what is asked back only when idle.
+        #[test]
+        fn the_node_never_admits_beyond_its_budget(ops in prop::collection::vec(op(), 1..80)) {
+            let now = Instant::now();
+            let limits = Limits {
+                node: Amounts { qp: 9, ..Amounts::UNLIMITED },
+                process: Amounts { qp: 4, ..Amounts::UNLIMITED },
+                ..Limits::default()
+            };
+            let mut l = Ledger::default();
+            let mut t = Tenant::new(limits, Source::Leased);
+            t.lease_valid_until = Some(now + Duration::from_secs(60));
+            l.tenants.insert("t".into(), t);
+            for op in ops {
+                for c in 1..4u64 {
+                    if !l.conns.contains_key(&c) {
+                        l.connect(c, c as u32, "t");
+                    }
+                }
+                let before = l.tenants["t"].charged();
+                match op {
+                    Op::Admit(c, n) => {
+                        if let Decision::Granted { .. } = l.admit(c, Kind::Qp, n, 0, now) {
+                            let t = &l.tenants["t"];
+                            let budget = t.allotment.sub(t.owed).min(t.limits.node);
+                            prop_assert!(t.charged().qp <= budget.qp.max(before.qp),
+                                "granted to {} with a budget of {}", t.charged().qp, budget.qp);
+                            prop_assert!(l.conns[&c].held.qp <= 4, "process cap");
+                        }
+                    }
+                    Op::Release(c, n) => l.release(c, Kind::Qp, n, 0),
+                    Op::Disconnect(c) => { l.disconnect(c); }
+                    Op::TakeIn(a, r) => l.tenants.get_mut("t").unwrap().take_in(qps(a), qps(r)),
+                    Op::Unadmitted(u) => l.tenants.get_mut("t").unwrap().unadmitted = qps(u),
+                }
+                let t = &l.tenants["t"];
+                let held: u64 = l.conns.values().map(|c| c.held.qp).sum();
+                prop_assert_eq!(held, t.used.qp, "the books balance");
+                prop_assert!(t.owed.qp <= t.allotment.qp);
+                for (busy, at) in [(true, now), (false, now + Duration::from_secs(60))] {
+                    for (_, give) in l.surplus(at, Duration::from_secs(5)) {
+                        prop_assert!(give.qp <= t.allotment.qp.saturating_sub(t.charged().qp),
+                            "gives back budget in use");
+                        if busy && t.last_admission.is_some() {
+                            prop_assert!(give.qp <= t.owed.qp, "a busy node gives back only what is asked");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
