@@ -55,7 +55,7 @@ pub struct Config {
     /// `RDMAQ_QP_CREATE_RATE` / `RDMAQ_MR_CREATE_RATE`: creations per second.
     pub qp_create_rate: Option<u32>,
     pub mr_create_rate: Option<u32>,
-    /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp.v2): the host-wide QP table.
+    /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp.v3): the host-wide QP table.
     pub host_state: PathBuf,
     /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
     pub agent_socket: PathBuf,
@@ -151,7 +151,7 @@ impl Config {
             qp_create_rate: opt_num("RDMAQ_QP_CREATE_RATE"),
             mr_create_rate: opt_num("RDMAQ_MR_CREATE_RATE"),
             host_state: var("RDMAQ_HOST_STATE")
-                .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp.v2".into())
+                .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp.v3".into())
                 .into(),
             agent_socket: var("RDMAQ_AGENT_SOCKET")
                 .unwrap_or_else(|| "/run/rdmaq/agent.sock".into())

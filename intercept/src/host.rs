@@ -1,7 +1,7 @@
 //! The host-wide QP count of standalone mode (the original design's "global" limit): a table
-//! of (pid, process start time, QPs) slots in one file under /dev/shm, mapped into every
-//! process and updated with atomics, so that a QP creation or destruction under the cap
-//! costs no system call.
+//! of (pid, process start time, program image, QPs) slots in one file under /dev/shm,
+//! mapped into every process and updated with atomics, so that a QP creation or destruction
+//! under the cap costs no system call.
 //!
 //! A reservation adds to the process's own slot first and then sums the slots: a grant is
 //! made only if that sum, which includes every earlier grant, is within the limit, so the
@@ -26,11 +26,11 @@ use std::{
 /// At most this many processes hold QPs at once. Slots are claimed from the front, and sums
 /// stop at the highest slot ever claimed, so a lookup reads a few cache lines, not the table.
 const SLOTS: usize = 4096;
-const SLOT: usize = 16;
+const SLOT: usize = 24;
 /// Magic (8 bytes), then the number of slots ever claimed (4 bytes), then padding.
 const HEADER: usize = 16;
 const LEN: usize = HEADER + SLOTS * SLOT;
-const MAGIC: u64 = u64::from_le_bytes(*b"RDMAQHT2");
+const MAGIC: u64 = u64::from_le_bytes(*b"RDMAQHT3");
 
 /// A process's start time (clock ticks since boot, field 22 of `/proc/PID/stat`), which
 /// tells a process from a later one that reused its pid; `None` if there is no such process
@@ -62,6 +62,23 @@ struct Slot<'a> {
     pid: &'a AtomicU32,
     qps: &'a AtomicU32,
     start: &'a AtomicU64,
+    /// Which program image of the process claimed it: a process keeps its pid and start
+    /// time across `exec`, but its RDMA objects die with the old image.
+    image: &'a AtomicU64,
+}
+
+/// A tag of this program image: the random bytes the kernel gives every `exec` (AT_RANDOM).
+fn image_tag() -> u64 {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let at_random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u8;
+    if at_random.is_null() {
+        return 0;
+    }
+    let mut tag = [0u8; 8];
+    // SAFETY: AT_RANDOM points at 16 bytes the kernel placed on the initial stack, which
+    // stay mapped for the life of the image; the first 8 are read.
+    unsafe { std::ptr::copy_nonoverlapping(at_random, tag.as_mut_ptr(), 8) };
+    u64::from_le_bytes(tag)
 }
 
 pub struct HostTable {
@@ -69,6 +86,7 @@ pub struct HostTable {
     map: NonNull<u8>,
     pid: u32,
     start: u64,
+    image: u64,
     /// This process's slot, once it has one.
     mine: std::cell::Cell<Option<usize>>,
 }
@@ -136,6 +154,7 @@ impl HostTable {
             map,
             pid,
             start,
+            image: image_tag(),
             mine: std::cell::Cell::new(None),
         };
         // SAFETY: offset 0 is inside the mapping and 8-aligned (mappings are page-aligned).
@@ -158,7 +177,7 @@ impl HostTable {
 
     fn slot(&self, i: usize) -> Slot<'_> {
         assert!(i < SLOTS, "slot {i} out of the table");
-        // SAFETY: slot i lies inside the mapping (i < SLOTS), 16 bytes at a 16-aligned
+        // SAFETY: slot i lies inside the mapping (i < SLOTS), 24 bytes at an 8-aligned
         // offset; each field is accessed only as the atomic of its width.
         unsafe {
             let base = self.map.as_ptr().add(HEADER + i * SLOT);
@@ -166,6 +185,7 @@ impl HostTable {
                 pid: &*base.cast::<AtomicU32>(),
                 qps: &*base.add(4).cast::<AtomicU32>(),
                 start: &*base.add(8).cast::<AtomicU64>(),
+                image: &*base.add(16).cast::<AtomicU64>(),
             }
         }
     }
@@ -209,7 +229,16 @@ impl HostTable {
         let _guard = self.lock()?;
         self.clear_dead();
         let n = self.in_use();
-        let i = match (0..n).find(|&i| self.slot(i).pid.load(SeqCst) == 0) {
+        // A slot of this process from before an `exec` (same pid and start time, another
+        // image) counts objects that died with the old image: taken over, emptied.
+        let earlier = (0..n).find(|&i| {
+            let s = self.slot(i);
+            s.pid.load(SeqCst) == self.pid
+                && s.start.load(SeqCst) == self.start
+                && s.image.load(SeqCst) != self.image
+        });
+        let free = || (0..n).find(|&i| self.slot(i).pid.load(SeqCst) == 0);
+        let i = match earlier.or_else(free) {
             Some(i) => i,
             None if n < SLOTS => {
                 self.claimed().store(n as u32 + 1, SeqCst);
@@ -220,6 +249,7 @@ impl HostTable {
         let s = self.slot(i);
         s.qps.store(0, SeqCst);
         s.start.store(self.start, SeqCst);
+        s.image.store(self.image, SeqCst);
         s.pid.store(self.pid, SeqCst);
         self.mine.set(Some(i));
         Ok(i)
@@ -325,6 +355,17 @@ mod tests {
         plant(&t, 8, t.pid, 50, t.start + 1);
         assert_eq!(t.total().unwrap(), 0);
         assert_eq!(t.add(4, 4).unwrap(), Reserve::Granted);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_slot_left_by_this_process_before_an_exec_is_taken_over_empty() {
+        let (t, path) = table("exec");
+        plant(&t, 3, t.pid, 40, t.start);
+        t.slot(3).image.store(t.image ^ 1, SeqCst);
+        assert_eq!(t.add(5, 5).unwrap(), Reserve::Granted);
+        assert_eq!(t.mine.get(), Some(3));
+        assert_eq!(t.total().unwrap(), 5);
         let _ = std::fs::remove_file(path);
     }
 
