@@ -331,8 +331,13 @@ fn real_traffic_between_two_nodes_completes_under_the_caps() {
             &ClusterLab::exec_program("t1", bw),
             Duration::from_secs(120),
         );
-        // The server creates its QP once the client has connected.
-        std::thread::sleep(Duration::from_secs(2));
+        // The server creates its QP once a client has connected to its TCP port (18515,
+        // 0x4853), which takes seconds to open under emulation when the machine is busy: the
+        // client starts once it listens.
+        n1.run_ok(
+            "for t in $(seq 300); do grep -qs ':4853 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 && exit 0; sleep 0.1; done; exit 1",
+        )
+        .unwrap_or_else(|e| panic!("the ib_write_bw server never listened: {e}"));
         let client = n2.spawn_with_timeout(
             &ClusterLab::exec_program("t1", &format!("{bw} {}", n1.addr())),
             Duration::from_secs(120),
