@@ -189,10 +189,17 @@ fn metric(n: &Node, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `server` and `client` (against the node's own address) to completion.
+/// Runs `server` and `client` (against the node's own address) to completion. The client
+/// starts once the server listens: on TCP port 18515 (0x4853) for the perftest and
+/// pingpong programs, after 2 s for rping (RDMA CM, no TCP port).
 fn pair(n: &Node, server: &str, client: &str) {
     let srv = n.spawn(server);
-    std::thread::sleep(Duration::from_secs(2));
+    if server.starts_with("rping") {
+        std::thread::sleep(Duration::from_secs(2));
+    } else {
+        n.run_ok("for t in $(seq 300); do grep -qs ':4853 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 && exit 0; sleep 0.1; done; exit 1")
+            .unwrap_or_else(|e| panic!("{server} never listened: {e}"));
+    }
     let cli = n.run(client).unwrap();
     assert!(cli.success(), "{cli}");
     srv.wait_ok().unwrap_or_else(|e| panic!("{e}"));
