@@ -36,25 +36,26 @@ struct KernelTotals {
     pinned_bytes: u64,
 }
 
-/// The kernel view summed over processes.
-pub fn kernel_totals(agent: &Agent) -> rdmaq_ebpf_common::Counts {
-    agent
-        .kernel
-        .lock()
-        .expect("kernel view")
+/// The kernel view summed over processes, and how many processes it holds.
+pub fn kernel_totals(agent: &Agent) -> (usize, rdmaq_ebpf_common::Counts) {
+    let view = agent.kernel.lock().expect("kernel view");
+    let sum = view
         .values()
-        .fold(Default::default(), |a, c| rdmaq_ebpf_common::Counts {
-            qps: a.qps + c.qps,
-            mrs: a.mrs + c.mrs,
-            mr_bytes: a.mr_bytes + c.mr_bytes,
-            pinned: a.pinned + c.pinned,
-        })
+        .fold(rdmaq_ebpf_common::Counts::default(), |a, c| {
+            rdmaq_ebpf_common::Counts {
+                qps: a.qps + c.qps,
+                mrs: a.mrs + c.mrs,
+                mr_bytes: a.mr_bytes + c.mr_bytes,
+                pinned: a.pinned + c.pinned,
+            }
+        });
+    (view.len(), sum)
 }
 
 fn status(agent: &Agent) -> serde_json::Value {
-    let k = kernel_totals(agent);
+    let (processes, k) = kernel_totals(agent);
     let kernel = KernelTotals {
-        processes: agent.kernel.lock().expect("kernel view").len(),
+        processes,
         qps: k.qps,
         mrs: k.mrs,
         mr_bytes: k.mr_bytes,
@@ -97,7 +98,7 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
             get(move || {
                 let agent = a1.clone();
                 async move {
-                    let kernel = kernel_totals(&agent);
+                    let (_, kernel) = kernel_totals(&agent);
                     let body = agent.metrics.render(
                         &agent.ledger.lock().expect("ledger"),
                         &kernel,

@@ -71,6 +71,52 @@ impl ClusterLab {
         self.coord.cli(args)
     }
 
+    /// `rdmaq usage TENANT -o json` (null if the CLI failed, e.g. during an election).
+    pub fn usage(&self, tenant: &str) -> serde_json::Value {
+        let out = self.cli(&["usage", tenant, "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Starts shell command `cmd` on every node at once.
+    pub fn spawn_everywhere(&self, cmd: &str) -> Vec<crate::Pending<'_>> {
+        self.lab.nodes().iter().map(|n| n.spawn(cmd)).collect()
+    }
+
+    /// Runs `verbs_check ARGS` as `tenant` on node `i` until it creates `want` QPs, each run
+    /// creating at most `most`, for at most `within`; returns how long it took.
+    pub fn until_created(
+        &self,
+        i: usize,
+        tenant: &str,
+        args: &str,
+        (want, most): (u64, u64),
+        within: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let out = self
+                .lab
+                .node(i)
+                .run_ok(&Self::exec(tenant, args))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .stdout;
+            let got = created(&out);
+            assert!(
+                got <= most,
+                "node{i} got {got} QPs, more than {most}: {out}"
+            );
+            if got == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "node{i} never got {want} QPs for {tenant} within {within:?}:\n{out}\n{}",
+                self.usage(tenant)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// A shell command running `verbs_check ARGS` on a node as `tenant`, through the agent.
     pub fn exec(tenant: &str, args: &str) -> String {
         Self::exec_program(
@@ -88,6 +134,24 @@ impl ClusterLab {
             bin("librdmaq_intercept.so").display(),
         )
     }
+}
+
+/// The QPs a `verbs_check` run reports it created (its `created N` line).
+pub fn created(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("created "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no 'created' line in:\n{out}"))
+}
+
+/// The output `verbs_check` writes to `file` on `node`, once it has reported what it
+/// created (waits up to 30 s).
+pub fn created_in(node: &Node, file: &str) -> String {
+    node.run_ok(&format!(
+        "for t in $(seq 300); do grep -q created {file} && break; sleep 0.1; done; cat {file}"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+    .stdout
 }
 
 /// QPs of processes whose name matches `comm` (an extended regex, e.g. `a|b`) on `node`, as

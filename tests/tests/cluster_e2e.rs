@@ -8,21 +8,8 @@ use std::time::{Duration, Instant};
 
 use rdmaq_lab::{
     Kernel,
-    cluster_lab::{Checker, ClusterLab, kernel_qps},
+    cluster_lab::{Checker, ClusterLab, created, created_in, kernel_qps},
 };
-
-fn created(out: &str) -> u64 {
-    out.lines()
-        .find_map(|l| l.strip_prefix("created "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no 'created' line in:\n{out}"))
-}
-
-fn usage(cl: &ClusterLab, tenant: &str) -> serde_json::Value {
-    let out = cl.cli(&["usage", tenant, "-o", "json"]);
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn a_global_cap_holds_across_three_nodes() {
@@ -33,26 +20,16 @@ fn a_global_cap_holds_across_three_nodes() {
     std::thread::scope(|s| {
         let checker = Checker::spawn(s, &cl.lab, "verbs_check");
         // Programs on all three nodes ask for 8 QPs each, at the same time.
-        let holders: Vec<_> = cl
-            .lab
-            .nodes()
-            .iter()
-            .map(|n| {
-                n.spawn(&format!(
-                    "{} > /tmp/h.out 2>&1",
-                    ClusterLab::exec("t1", "hold 8 40")
-                ))
-            })
-            .collect();
+        let holders: Vec<_> = cl.spawn_everywhere(&format!(
+            "{} > /tmp/h.out 2>&1",
+            ClusterLab::exec("t1", "hold 8 40")
+        ));
         let per_node: Vec<u64> = cl
             .lab
             .nodes()
             .iter()
             .map(|n| {
-                let out = n
-                    .run_ok("for t in $(seq 300); do grep -q created /tmp/h.out && break; sleep 0.1; done; cat /tmp/h.out")
-                    .unwrap()
-                    .stdout;
+                let out = created_in(n, "/tmp/h.out");
                 created(&out)
             })
             .collect();
@@ -73,7 +50,7 @@ fn a_global_cap_holds_across_three_nodes() {
         // `rdmaq usage` shows 12 in use, and on which nodes (after the agents' heartbeats).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let u = usage(&cl, "t1");
+            let u = cl.usage("t1");
             let t = &u["tenants"][0];
             let used = t["used"]["qp"].as_u64().unwrap_or(0);
             let nodes: Vec<(String, u64)> = t["nodes"]
@@ -116,35 +93,6 @@ fn a_global_cap_holds_across_three_nodes() {
     });
 }
 
-/// Runs `verbs_check ARGS` as `tenant` on node `i` until it creates `want` QPs or `within`
-/// passes; returns how long it took.
-fn until_created(
-    cl: &ClusterLab,
-    i: usize,
-    tenant: &str,
-    args: &str,
-    want: u64,
-    within: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let out = cl
-            .lab
-            .node(i)
-            .run_ok(&ClusterLab::exec(tenant, args))
-            .unwrap()
-            .stdout;
-        if created(&out) == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "node{i} never got {want} QPs for {tenant} within {within:?}:\n{out}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn moving_demand_and_two_tenants() {
     let cl = ClusterLab::start(3, Kernel::from_env(), &[])
@@ -173,7 +121,7 @@ fn moving_demand_and_two_tenants() {
 
         // Moving demand: t1's programs on node1 have exited; node3 gets that budget once
         // node1's agent gives back what it no longer uses (idle 5 s + a heartbeat: < 10 s).
-        let took = until_created(&cl, 3, "t1", "qps 8", 8, Duration::from_secs(20));
+        let took = cl.until_created(3, "t1", "qps 8", (8, 8), Duration::from_secs(20));
         eprintln!("t1's budget moved from node1 to node3 in {took:?}");
         // The tenants' kernel QPs never exceeded t1's cap plus t2's at any instant.
         if let Err(timeline) = checker.finish(8 + 6) {
@@ -202,40 +150,23 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
         let checker = Checker::spawn(s, &cl.lab, "verbs_check");
         // Programs on every node open the device first (a program start takes seconds in
         // these VMs) and create one QP only when told to.
-        let tries: Vec<_> = cl
-            .lab
-            .nodes()
-            .iter()
-            .map(|n| {
-                n.spawn(&format!(
-                    "rm -f /tmp/go; {} > /tmp/c.out 2>&1",
-                    ClusterLab::exec("t1", "gated /tmp/go 1")
-                ))
-            })
-            .collect();
+        let tries: Vec<_> = cl.spawn_everywhere(&format!(
+            "rm -f /tmp/go; {} > /tmp/c.out 2>&1",
+            ClusterLab::exec("t1", "gated /tmp/go 1")
+        ));
         std::thread::sleep(Duration::from_secs(4));
         // Then two QPs held on every node; the agents acquire ahead of demand, so each also
         // holds spare allotment it could admit from.
-        let holders: Vec<_> = cl
-            .lab
-            .nodes()
-            .iter()
-            .map(|n| {
-                n.spawn(&format!(
-                    "{} > /tmp/h.out 2>&1",
-                    ClusterLab::exec("t1", "hold 2 40")
-                ))
-            })
-            .collect();
+        let holders: Vec<_> = cl.spawn_everywhere(&format!(
+            "{} > /tmp/h.out 2>&1",
+            ClusterLab::exec("t1", "hold 2 40")
+        ));
         for n in cl.lab.nodes() {
-            let out = n
-                .run_ok("for t in $(seq 300); do grep -q created /tmp/h.out && break; sleep 0.1; done; cat /tmp/h.out")
-                .unwrap()
-                .stdout;
+            let out = created_in(n, "/tmp/h.out");
             assert_eq!(created(&out), 2, "{}: {out}", n.name());
         }
         let allotted = |cl: &ClusterLab| {
-            usage(cl, "t1")["tenants"][0]["allotted"]["qp"]
+            cl.usage("t1")["tenants"][0]["allotted"]["qp"]
                 .as_u64()
                 .unwrap_or(0)
         };
@@ -254,10 +185,7 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
             n.run_ok("touch /tmp/go").unwrap();
         }
         for (i, n) in cl.lab.nodes().iter().enumerate() {
-            let out = n
-                .run_ok("for t in $(seq 300); do grep -q created /tmp/c.out && break; sleep 0.1; done; cat /tmp/c.out")
-                .unwrap()
-                .stdout;
+            let out = created_in(n, "/tmp/c.out");
             eprintln!(
                 "{}: result read {:?} after lowering",
                 n.name(),
@@ -278,7 +206,7 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
         // The agents gave back what was asked of them: every node's allotment is down to
         // its use (the holders' QPs and the tokens their processes hold ahead of demand).
         let spare = |cl: &ClusterLab| -> u64 {
-            usage(cl, "t1")["tenants"][0]["nodes"]
+            cl.usage("t1")["tenants"][0]["nodes"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -293,7 +221,7 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
             assert!(
                 Instant::now() < deadline,
                 "allotments never came down to the new cap: {}",
-                usage(&cl, "t1")
+                cl.usage("t1")
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -7,25 +7,13 @@ use std::time::{Duration, Instant};
 
 use rdmaq_lab::{
     Kernel,
-    cluster_lab::{Checker, ClusterLab},
+    cluster_lab::{Checker, ClusterLab, created, created_in},
     programs,
 };
-
-fn created(out: &str) -> u64 {
-    out.lines()
-        .find_map(|l| l.strip_prefix("created "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no 'created' line in:\n{out}"))
-}
 
 fn set_quota(cl: &ClusterLab, tenant: &str, qps: u64) {
     let out = cl.cli(&["quota", "set", tenant, "--max-qp", &qps.to_string()]);
     assert!(out.status.success(), "{out:?}");
-}
-
-fn usage_qp(cl: &ClusterLab, tenant: &str) -> serde_json::Value {
-    let out = cl.cli(&["usage", tenant, "-o", "json"]);
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
 #[test]
@@ -81,39 +69,11 @@ fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
     });
     // The old leader rejoins.
     cl.coord.start_member(leader);
-    let u = usage_qp(&cl, "t1");
+    let u = cl.usage("t1");
     assert!(
         u["tenants"][0]["allotted"]["qp"].as_u64().unwrap_or(99) <= 12,
         "{u}"
     );
-}
-
-/// Runs `verbs_check ARGS` as `tenant` on node `i` until it creates `want` QPs; every run
-/// must create at most `most`; returns how long it took.
-fn until_created(cl: &ClusterLab, i: usize, args: &str, want: u64, most: u64) -> Duration {
-    let start = Instant::now();
-    loop {
-        let out = cl
-            .lab
-            .node(i)
-            .run_ok(&ClusterLab::exec("t1", args))
-            .unwrap()
-            .stdout;
-        let got = created(&out);
-        assert!(
-            got <= most,
-            "node{i} got {got} QPs, more than {most}: {out}"
-        );
-        if got == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "node{i} never got {want} QPs: {out}\n{}",
-            usage_qp(cl, "t1")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]
@@ -128,18 +88,13 @@ fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
             "{} > /tmp/h.out 2>&1",
             ClusterLab::exec("t1", "hold 2 120")
         ));
-        let out = cl
-            .lab
-            .node(1)
-            .run_ok("for t in $(seq 200); do grep -q created /tmp/h.out && break; sleep 0.1; done; cat /tmp/h.out")
-            .unwrap()
-            .stdout;
+        let out = created_in(cl.lab.node(1), "/tmp/h.out");
         assert_eq!(created(&out), 2, "{out}");
         std::thread::sleep(Duration::from_secs(3)); // a heartbeat reports the use
         cl.lab.cut(1).unwrap();
         // The others may use the cap minus node1's used 2, never more: 6, once node1's lease
         // has expired and its unused part was reclaimed.
-        let took = until_created(&cl, 2, "qps 8", 6, 6);
+        let took = cl.until_created(2, "t1", "qps 8", (6, 6), Duration::from_secs(30));
         eprintln!("node1's unused budget usable elsewhere {took:?} after the cut");
         // node1 itself stops admitting once its lease is lost by its own clock.
         let out = cl
@@ -152,7 +107,7 @@ fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
         // Back on the network, it rejoins: its lease is renewed, its 2 QPs still count, and
         // once node2 has given back what it no longer uses, node1 can use the rest of the cap.
         cl.lab.restore(1).unwrap();
-        let took = until_created(&cl, 1, "qps 6", 6, 6);
+        let took = cl.until_created(1, "t1", "qps 6", (6, 6), Duration::from_secs(30));
         eprintln!("node1 admitted again {took:?} after rejoining");
         holder.kill();
         if let Err(t) = checker.finish(8) {
@@ -174,7 +129,7 @@ fn a_program_without_the_library_is_charged_cluster_wide() {
         .spawn(&format!("{check} hold 3 60 > /tmp/bypass.out 2>&1"));
     let start = Instant::now();
     loop {
-        let u = usage_qp(&cl, "root");
+        let u = cl.usage("root");
         let on_node2 = u["tenants"][0]["nodes"]
             .as_array()
             .into_iter()

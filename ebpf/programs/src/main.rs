@@ -56,11 +56,7 @@ fn emit(kind: u32, tgid: u32, ptr: u64, bytes: u64) {
     }
 }
 
-fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64) {
-    count_all(tgid, qps, mrs, bytes, 0);
-}
-
-fn count_all(tgid: u32, qps: i64, mrs: i64, bytes: i64, pinned: i64) {
+fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64, pinned: i64) {
     let mut c = PROCS.get_ptr(&tgid).map(|p| {
         // SAFETY: the pointer comes from a map lookup and is valid for this program run.
         unsafe { *p }
@@ -73,6 +69,21 @@ fn count_all(tgid: u32, qps: i64, mrs: i64, bytes: i64, pinned: i64) {
 }
 
 const LOW48: u64 = (1 << 48) - 1;
+
+/// Records object `ptr` of `owner` and `bytes` (< 2^48) in a pointer-keyed map.
+fn track(map: &HashMap<u64, u64>, ptr: u64, owner: u32, bytes: u64) {
+    let _ = map.insert(&ptr, &((u64::from(owner) << 48) | (bytes & LOW48)), 0);
+}
+
+/// Takes object `ptr` out of a pointer-keyed map: its (owner, bytes), if it was tracked.
+fn untrack(map: &HashMap<u64, u64>, ptr: u64) -> Option<(u32, u64)> {
+    let packed = map.get_ptr(&ptr).map(|p| {
+        // SAFETY: map lookup result, valid for this program run.
+        unsafe { *p }
+    })?;
+    let _ = map.remove(&ptr);
+    Some(((packed >> 48) as u32, packed & LOW48))
+}
 
 /// `ib_umem_get(struct ib_device *, unsigned long addr, size_t size, int access)`: remember
 /// the size until the call returns the umem.
@@ -100,8 +111,8 @@ pub fn umem_get(ctx: RetProbeContext) -> u32 {
     }
     let owner = (id >> 32) as u32;
     let size = size & LOW48;
-    let _ = UMEMS.insert(&ptr, &((u64::from(owner) << 48) | size), 0);
-    count_all(owner, 0, 0, 0, size as i64);
+    track(&UMEMS, ptr, owner, size);
+    count(owner, 0, 0, 0, size as i64);
     emit(kind::UMEM_GET, owner, ptr, size);
     0
 }
@@ -111,15 +122,10 @@ pub fn umem_get(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn umem_release(ctx: ProbeContext) -> u32 {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
-    let Some(packed) = UMEMS.get_ptr(&ptr).map(|p| {
-        // SAFETY: map lookup result, valid for this program run.
-        unsafe { *p }
-    }) else {
+    let Some((owner, size)) = untrack(&UMEMS, ptr) else {
         return 0;
     };
-    let _ = UMEMS.remove(&ptr);
-    let (owner, size) = ((packed >> 48) as u32, packed & LOW48);
-    count_all(owner, 0, 0, 0, -(size as i64));
+    count(owner, 0, 0, 0, -(size as i64));
     emit(kind::UMEM_RELEASE, owner, ptr, size);
     0
 }
@@ -133,7 +139,7 @@ pub fn qp_create(ctx: RetProbeContext) -> u32 {
     }
     let owner = tgid();
     let _ = QPS.insert(&ptr, &owner, 0);
-    count(owner, 1, 0, 0);
+    count(owner, 1, 0, 0, 0);
     emit(kind::QP_CREATE, owner, ptr, 0);
     0
 }
@@ -149,7 +155,7 @@ pub fn qp_destroy(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = QPS.remove(&ptr);
-    count(owner, -1, 0, 0);
+    count(owner, -1, 0, 0, 0);
     emit(kind::QP_DESTROY, owner, ptr, 0);
     0
 }
@@ -176,9 +182,9 @@ pub fn restrack_add(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let length: u64 = unsafe { bpf_probe_read_kernel((mr + cfg(config::MR_LENGTH)) as *const u64) }.unwrap_or(0);
     let owner = tgid();
-    let length = length & ((1 << 48) - 1);
-    let _ = MRS.insert(&mr, &((u64::from(owner) << 48) | length), 0);
-    count(owner, 0, 1, length as i64);
+    let length = length & LOW48;
+    track(&MRS, mr, owner, length);
+    count(owner, 0, 1, length as i64, 0);
     emit(kind::MR_CREATE, owner, mr, length);
     0
 }
@@ -187,15 +193,10 @@ pub fn restrack_add(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn mr_destroy(ctx: ProbeContext) -> u32 {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
-    let Some(packed) = MRS.get_ptr(&ptr).map(|p| {
-        // SAFETY: map lookup result, valid for this program run.
-        unsafe { *p }
-    }) else {
+    let Some((owner, length)) = untrack(&MRS, ptr) else {
         return 0;
     };
-    let _ = MRS.remove(&ptr);
-    let (owner, length) = ((packed >> 48) as u32, packed & ((1 << 48) - 1));
-    count(owner, 0, -1, -(length as i64));
+    count(owner, 0, -1, -(length as i64), 0);
     emit(kind::MR_DESTROY, owner, ptr, length);
     0
 }

@@ -50,17 +50,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "each node: rdmaq exec --tenant t1 -- verbs_check hold {ASK} 12   (asks for {ASK} QPs, holds them 12 s)\n"
     );
 
-    let holders: Vec<_> = cl
-        .lab
-        .nodes()
-        .iter()
-        .map(|n| {
-            n.spawn(&format!(
-                "{} > /tmp/h.out 2>&1",
-                ClusterLab::exec("t1", &format!("hold {ASK} 12"))
-            ))
-        })
-        .collect();
+    let holders: Vec<_> = cl.spawn_everywhere(&format!(
+        "{} > /tmp/h.out 2>&1",
+        ClusterLab::exec("t1", &format!("hold {ASK} 12"))
+    ));
     let names: Vec<String> = cl
         .lab
         .nodes()
