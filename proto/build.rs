@@ -11,6 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Serde on the coordinator's messages lets the CLI print them as JSON (`-o json`).
     tonic_prost_build::configure()
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        // Enums print as their names in JSON, not as numbers.
+        .field_attribute(
+            "rdmaq.v1.Limits.wr_policy",
+            "#[serde(with = \"crate::serde_enum::wr_policy\")]",
+        )
         .compile_protos(&["proto/coordinator.proto", "proto/raft.proto"], &["proto"])?;
     Ok(())
 }

@@ -8,10 +8,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use rdmaq_common::units::parse_size;
 use serde::Deserialize;
 
-use crate::{
-    Error,
-    budget::{Amounts, Limits},
-};
+use rdmaq_model::{Caps, Limits, WrPolicy};
+
+use crate::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -83,24 +82,30 @@ pub struct TenantConfig {
 }
 
 impl TenantConfig {
+    /// These caps as the node applies them: `max_*` are the node's (standalone: the whole
+    /// budget of the tenant here), `*_per_process` each process's.
     pub fn limits(&self) -> Limits {
         Limits {
-            global: Amounts::UNLIMITED,
-            node: Amounts {
-                qp: self.max_qp.unwrap_or(u64::MAX),
-                mr: self.max_mr.unwrap_or(u64::MAX),
-                mr_bytes: self.max_mr_bytes.map_or(u64::MAX, |s| s.0),
+            per_node: Caps {
+                qp: self.max_qp,
+                mr: self.max_mr,
+                mr_bytes: self.max_mr_bytes.map(|s| s.0),
             },
-            process: Amounts {
-                qp: self.max_qp_per_process.unwrap_or(u64::MAX),
-                mr: self.max_mr_per_process.unwrap_or(u64::MAX),
-                mr_bytes: self.max_mr_bytes_per_process.map_or(u64::MAX, |s| s.0),
+            per_process: Caps {
+                qp: self.max_qp_per_process,
+                mr: self.max_mr_per_process,
+                mr_bytes: self.max_mr_bytes_per_process.map(|s| s.0),
             },
             max_send_wr: self.max_send_wr,
             max_recv_wr: self.max_recv_wr,
-            deny_wr_over_cap: self.deny_wr_over_cap,
+            wr_policy: if self.deny_wr_over_cap {
+                WrPolicy::Deny
+            } else {
+                WrPolicy::Clamp
+            },
             qp_create_per_sec: self.qp_create_per_sec,
             mr_create_per_sec: self.mr_create_per_sec,
+            ..Limits::NONE
         }
     }
 }

@@ -7,29 +7,12 @@ use rdmaq_common::tls::{self, Tls};
 use rdmaq_proto::v1::{self as pb, agent_client::AgentClient};
 use tonic::{Code, Status, transport::Channel};
 
-use crate::budget::Amounts;
+use rdmaq_model::Amounts;
 
 pub struct Coordinator {
     endpoints: Vec<Channel>,
     pub node: String,
     pub address: String,
-}
-
-fn to_pb(a: Amounts) -> Option<pb::Amounts> {
-    Some(pb::Amounts {
-        qp: a.qp,
-        mr: a.mr,
-        mr_bytes: a.mr_bytes,
-    })
-}
-
-pub fn from_pb(a: Option<pb::Amounts>) -> Amounts {
-    let a = a.unwrap_or_default();
-    Amounts {
-        qp: a.qp,
-        mr: a.mr,
-        mr_bytes: a.mr_bytes,
-    }
 }
 
 impl Coordinator {
@@ -105,8 +88,8 @@ impl Coordinator {
         let req = pb::AcquireRequest {
             node: self.node.clone(),
             tenant: tenant.to_string(),
-            want: to_pb(want),
-            min: to_pb(min),
+            want: want.to_pb(),
+            min: min.to_pb(),
         };
         self.call(|mut c| {
             let req = req.clone();
@@ -123,7 +106,7 @@ impl Coordinator {
         let req = pb::ReleaseRequest {
             node: self.node.clone(),
             tenant: tenant.to_string(),
-            amounts: to_pb(amounts),
+            amounts: amounts.to_pb(),
         };
         self.call(|mut c| {
             let req = req.clone();
@@ -142,7 +125,7 @@ impl Coordinator {
                 .into_iter()
                 .map(|(tenant, a)| pb::TenantReport {
                     tenant,
-                    used: to_pb(a),
+                    used: a.to_pb(),
                 })
                 .collect(),
         };

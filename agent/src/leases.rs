@@ -9,11 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    agent::{Agent, limits_from_quota},
-    budget::{Amounts, Source},
-    coordinator::from_pb,
-};
+use rdmaq_model::{Amounts, Limits};
+
+use crate::{ledger::BudgetFrom, node::Agent};
 
 /// A tenant idle this long gives back its spare allotment.
 const IDLE: Duration = Duration::from_secs(5);
@@ -29,9 +27,9 @@ pub async fn run(agent: Arc<Agent>) {
                 for a in &r.allotments {
                     // After a restart: the allotments this node still holds.
                     agent.ensure_tenant(&a.tenant).await;
-                    let mut ledger = agent.ledger.lock().expect("ledger");
+                    let mut ledger = agent.ledger();
                     if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
-                        t.take_in(from_pb(a.allotted), from_pb(a.reclaim));
+                        t.take_in(Amounts::from_pb(a.allotted), Amounts::from_pb(a.reclaim));
                         t.lease_valid_until = Some(deadline);
                     }
                 }
@@ -57,12 +55,10 @@ async fn heartbeat(agent: &Agent) {
     let Some(c) = &agent.coordinator else { return };
     // Each tenant's use, and its acquisition/release count at sending time.
     let (reports, ops): (Vec<(String, Amounts)>, HashMap<String, u64>) = agent
-        .ledger
-        .lock()
-        .expect("ledger")
+        .ledger()
         .tenants
         .iter()
-        .filter(|(_, t)| t.source == Source::Leased)
+        .filter(|(_, t)| t.budget_from == BudgetFrom::Lease)
         .map(|(n, t)| ((n.clone(), t.charged()), (n.clone(), t.allotment_ops)))
         .unzip();
     let sent = Instant::now();
@@ -72,7 +68,7 @@ async fn heartbeat(agent: &Agent) {
             let deadline = agent.lease_deadline(sent, ttl);
             let mut stale = Vec::new();
             {
-                let mut ledger = agent.ledger.lock().expect("ledger");
+                let mut ledger = agent.ledger();
                 for a in &r.allotments {
                     if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
                         // The coordinator's view is current unless this agent acquired or
@@ -80,7 +76,7 @@ async fn heartbeat(agent: &Agent) {
                         let quiet = ops.get(&a.tenant) == Some(&t.allotment_ops)
                             && t.allotment_ops % 2 == 0;
                         if quiet {
-                            t.take_in(from_pb(a.allotted), from_pb(a.reclaim));
+                            t.take_in(Amounts::from_pb(a.allotted), Amounts::from_pb(a.reclaim));
                         }
                         if a.quota_version != t.quota_version {
                             stale.push(a.tenant.clone());
@@ -90,7 +86,7 @@ async fn heartbeat(agent: &Agent) {
                 for t in ledger
                     .tenants
                     .values_mut()
-                    .filter(|t| t.source == Source::Leased)
+                    .filter(|t| t.budget_from == BudgetFrom::Lease)
                 {
                     t.lease_valid_until = Some(deadline);
                     t.recent_peak = t.used;
@@ -99,10 +95,9 @@ async fn heartbeat(agent: &Agent) {
             // A quota changed: take in the new per-node/process caps at once.
             for tenant in stale {
                 if let Ok(Some(q)) = c.quota(&tenant).await {
-                    let mut ledger = agent.ledger.lock().expect("ledger");
+                    let mut ledger = agent.ledger();
                     if let Some(t) = ledger.tenants.get_mut(&tenant) {
-                        t.limits = limits_from_quota(&q);
-                        t.quota_version = q.version;
+                        t.take_quota(Limits::of_quota(&q), q.version);
                     }
                 }
             }
@@ -115,33 +110,29 @@ async fn heartbeat(agent: &Agent) {
 
 async fn give_back(agent: &Agent) {
     let Some(c) = &agent.coordinator else { return };
-    let surplus = agent
-        .ledger
-        .lock()
-        .expect("ledger")
-        .surplus(Instant::now(), IDLE);
+    let surplus = agent.ledger().surplus(Instant::now(), IDLE);
     for (tenant, amounts) in surplus {
         let gate = agent.gate(&tenant).await;
         let _in_order = gate.lock().await;
         // Lower the local allotment first: never admit from budget being returned.
         {
-            let mut ledger = agent.ledger.lock().expect("ledger");
+            let mut ledger = agent.ledger();
             ledger.allotment_op(&tenant);
             let Some(t) = ledger.tenants.get_mut(&tenant) else {
                 continue;
             };
-            t.allotment = t.allotment.sub(amounts);
-            t.owed = t.owed.sub(amounts);
+            t.allotment = t.allotment.saturating_sub(amounts);
+            t.owed = t.owed.saturating_sub(amounts);
         }
         let reply = c.release(&tenant, amounts).await;
-        let mut ledger = agent.ledger.lock().expect("ledger");
+        let mut ledger = agent.ledger();
         ledger.allotment_op(&tenant);
         match reply {
             Ok(r) => {
                 if let Some(a) = r.allotment
                     && let Some(t) = ledger.tenants.get_mut(&tenant)
                 {
-                    t.take_in(from_pb(a.allotted), from_pb(a.reclaim));
+                    t.take_in(Amounts::from_pb(a.allotted), Amounts::from_pb(a.reclaim));
                 }
                 tracing::debug!(tenant, ?amounts, "released surplus");
             }
@@ -170,7 +161,7 @@ pub async fn watch_quotas(agent: Arc<Agent>) {
                                 continue;
                             }
                             let ours = {
-                                let ledger = agent.ledger.lock().expect("ledger");
+                                let ledger = agent.ledger();
                                 change.tenants.is_empty()
                                     || change
                                         .tenants

@@ -3,29 +3,14 @@
 //! use. Configuration: TOML (`--config`, every key in deploy/agent.toml), then `RDMAQ_*`
 //! environment, then flags.
 
-#![deny(unsafe_code)]
-
-mod agent;
-mod btf;
-mod budget;
-mod config;
-mod coordinator;
-mod error;
-mod leases;
-mod metrics;
-mod monitor;
-mod reconcile;
-mod server;
-mod status;
-mod tenant;
+#![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
+use rdmaq_agent::{Error, config, coordinator, leases, monitor, node, reconcile, server, status};
 use rdmaq_common::logging::{self, LogFormat};
-
-pub use error::Error;
 
 /// Node agent of rdmaq: admits RDMA resources from the node's allotment.
 #[derive(Debug, Parser)]
@@ -166,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         "rdmaq-agent serving"
     );
     let status_listen = cfg.status_listen;
-    let agent = Arc::new(agent::Agent::new(cfg, node, coordinator));
+    let agent = Arc::new(node::Agent::new(cfg, node, coordinator));
     if let Some(addr) = status_listen {
         let a = agent.clone();
         tokio::spawn(async move {

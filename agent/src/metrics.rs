@@ -7,7 +7,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::budget::{Amounts, Ledger};
+use rdmaq_model::{Amounts, Dim, Resource};
+
+use crate::ledger::Ledger;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -23,7 +25,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn admitted(&self, tenant: &str, resource: &'static str) {
+    pub fn admitted(&self, tenant: &str, resource: Resource) {
         self.admissions
             .get_or_create(&vec![
                 ("tenant", tenant.to_string()),
@@ -32,7 +34,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn denied(&self, tenant: &str, resource: &'static str, reason: &'static str) {
+    pub fn denied(&self, tenant: &str, resource: Resource, reason: &'static str) {
         self.denials
             .get_or_create(&vec![
                 ("tenant", tenant.to_string()),
@@ -43,13 +45,13 @@ impl Metrics {
     }
 
     pub fn acquired(&self, tenant: &str, a: Amounts) {
-        for (dim, v) in [("qp", a.qp), ("mr", a.mr), ("mr_bytes", a.mr_bytes)] {
+        for d in Dim::ALL {
             self.acquired
                 .get_or_create(&vec![
                     ("tenant", tenant.to_string()),
-                    ("dim", dim.to_string()),
+                    ("dim", d.name().to_string()),
                 ])
-                .inc_by(v);
+                .inc_by(a.get(d));
         }
     }
 
@@ -129,23 +131,15 @@ impl Metrics {
             ),
         ];
         for (name, t) in &ledger.tenants {
-            for (dim, used, allot, unadm) in [
-                ("qp", t.used.qp, t.allotment.qp, t.unadmitted.qp),
-                ("mr", t.used.mr, t.allotment.mr, t.unadmitted.mr),
-                (
-                    "mr_bytes",
-                    t.used.mr_bytes,
-                    t.allotment.mr_bytes,
-                    t.unadmitted.mr_bytes,
-                ),
-            ] {
-                let l = vec![("tenant", name.clone()), ("dim", dim.to_string())];
-                gauges[0].2.get_or_create(&l).set(used as i64);
-                gauges[1]
+            for d in Dim::ALL {
+                let l = vec![("tenant", name.clone()), ("dim", d.name().to_string())];
+                let gauge = |v: u64| v.min(i64::MAX as u64) as i64;
+                gauges[0].2.get_or_create(&l).set(gauge(t.used.get(d)));
+                gauges[1].2.get_or_create(&l).set(gauge(t.allotment.get(d)));
+                gauges[2]
                     .2
                     .get_or_create(&l)
-                    .set(allot.min(i64::MAX as u64) as i64);
-                gauges[2].2.get_or_create(&l).set(unadm as i64);
+                    .set(gauge(t.unadmitted.get(d)));
             }
             gauges[3]
                 .2

@@ -6,17 +6,22 @@
 //! tokio), as DESIGN.md allows for the agent's BPF loading.
 #![allow(unsafe_code)]
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use aya::{
     Ebpf, include_bytes_aligned,
     maps::{Array, RingBuf},
     programs::{KProbe, TracePoint},
 };
-use rdmaq_ebpf_common::{Counts, Event, config, kind};
+use rdmaq_ebpf_common::{Event, config};
 use tokio::io::unix::AsyncFd;
 
-use crate::{Error, agent::Agent, btf::Structs};
+use crate::{
+    Error,
+    btf::Structs,
+    kernel::{self, KernelView},
+    node::Agent,
+};
 
 /// The object built by build.rs (aligned for the ELF parser).
 static OBJECT: &[u8] = include_bytes_aligned!(env!("RDMAQ_EBPF_OBJECT"));
@@ -37,9 +42,6 @@ const PROBES: [(&str, &str); 7] = [
     ("umem_get", "ib_umem_get"),
     ("umem_release", "ib_umem_release"),
 ];
-
-/// What the kernel holds, per process, as the monitor has seen it.
-pub type KernelView = HashMap<u32, Counts>;
 
 fn ebpf(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Ebpf(format!("{what}: {e}"))
@@ -239,40 +241,12 @@ impl Monitor {
 fn apply(agent: &Agent, events: &[Event]) {
     let mut view = agent.kernel.lock().expect("kernel view");
     for ev in events {
-        let name = match ev.kind {
-            kind::QP_CREATE => "qp_create",
-            kind::QP_DESTROY => "qp_destroy",
-            kind::MR_CREATE => "mr_create",
-            kind::MR_DESTROY => "mr_destroy",
-            kind::PROCESS_EXIT => "process_exit",
-            kind::UMEM_GET => "umem_get",
-            kind::UMEM_RELEASE => "umem_release",
-            _ => "unknown",
-        };
         agent
             .metrics
             .kernel_events
-            .get_or_create(&vec![("event", name.to_string())])
+            .get_or_create(&vec![("event", kernel::event_name(ev).to_string())])
             .inc();
-        let c = view.entry(ev.tgid).or_default();
-        match ev.kind {
-            kind::QP_CREATE => c.qps += 1,
-            kind::QP_DESTROY => c.qps = c.qps.saturating_sub(1),
-            kind::MR_CREATE => {
-                c.mrs += 1;
-                c.mr_bytes += ev.bytes;
-            }
-            kind::MR_DESTROY => {
-                c.mrs = c.mrs.saturating_sub(1);
-                c.mr_bytes = c.mr_bytes.saturating_sub(ev.bytes);
-            }
-            kind::UMEM_GET => c.pinned += ev.bytes,
-            kind::UMEM_RELEASE => c.pinned = c.pinned.saturating_sub(ev.bytes),
-            _ => {}
-        }
-        if ev.kind == kind::PROCESS_EXIT || *c == Counts::default() {
-            view.remove(&ev.tgid);
-        }
+        kernel::apply(&mut view, ev);
     }
 }
 
@@ -294,23 +268,7 @@ pub fn dump() -> Result<KernelView, Error> {
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let entries: Vec<serde_json::Value> = serde_json::from_str(text.trim()).unwrap_or_default();
-        for e in entries {
-            // Objects of kernel users have no pid.
-            let Some(pid) = e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
-                continue;
-            };
-            let c = view.entry(pid).or_default();
-            if what == "qp" {
-                c.qps += 1;
-            } else {
-                c.mrs += 1;
-                let len = e["mrlen"].as_u64().unwrap_or(0);
-                c.mr_bytes += len;
-                // The dump does not list pinned memory; a user MR pins its length (on-demand
-                // paging MRs, which pin nothing, are the exception).
-                c.pinned += len;
-            }
-        }
+        kernel::add_dump(&mut view, what, &entries);
     }
     Ok(view)
 }

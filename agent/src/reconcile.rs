@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-use crate::{agent::Agent, budget::Amounts, config::Backstop, tenant};
+use rdmaq_model::Amounts;
+
+use crate::{config::Backstop, node::Agent, tenant};
 
 const PERIOD: Duration = Duration::from_millis(250);
 
@@ -55,13 +57,13 @@ pub async fn run(agent: Arc<Agent>) {
         let mut found = Vec::new();
         {
             // What each process holds through the library, in one pass over the connections.
-            let ledger = agent.ledger.lock().expect("ledger");
+            let ledger = agent.ledger();
             let mut by_pid: HashMap<u32, (Amounts, String)> = HashMap::new();
             for c in ledger.conns.values() {
                 let e = by_pid
                     .entry(c.pid)
                     .or_insert_with(|| (Amounts::default(), c.tenant.clone()));
-                e.0 = e.0.add(c.held);
+                e.0 = e.0.saturating_add(c.held);
             }
             for (pid, k) in &kernel {
                 let (held, tenant) = match by_pid.get(pid) {
@@ -73,7 +75,7 @@ pub async fn run(agent: Arc<Agent>) {
                     mr: k.mrs,
                     mr_bytes: k.mr_bytes,
                 }
-                .sub(held);
+                .saturating_sub(held);
                 if extra.qp > 0 || extra.mr > 0 {
                     found.push((*pid, tenant, extra));
                 }
@@ -122,13 +124,13 @@ pub async fn run(agent: Arc<Agent>) {
                 }
             }
             let e = per_tenant.entry(tenant).or_default();
-            *e = e.add(*extra);
+            *e = e.saturating_add(*extra);
         }
         reported.retain(|pid, _| found.iter().any(|(p, _, _)| p == pid));
         for tenant in per_tenant.keys() {
             agent.ensure_tenant(tenant).await;
         }
-        let mut ledger = agent.ledger.lock().expect("ledger");
+        let mut ledger = agent.ledger();
         for (name, t) in ledger.tenants.iter_mut() {
             t.unadmitted = per_tenant.get(name).copied().unwrap_or_default();
         }

@@ -12,19 +12,16 @@ use std::{
 
 use rdmaq_proto::{
     frame,
-    intercept::{self as msg, PROTOCOL_VERSION, Resource, Verdict, request, response},
+    intercept::{self as msg, PROTOCOL_VERSION, Verdict, request, response},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
 };
 
-use crate::{
-    Error,
-    agent::Agent,
-    budget::{Amounts, Decision, Kind},
-    tenant,
-};
+use rdmaq_model::{Amounts, Resource, WrPolicy};
+
+use crate::{Error, kernel, ledger::Decision, node::Agent, tenant};
 
 /// A client must say hello this soon after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,7 +93,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
                 continue;
             }
         };
-        if agent.ledger.lock().expect("ledger").conns.len() >= MAX_CONNECTIONS {
+        if agent.ledger().conns.len() >= MAX_CONNECTIONS {
             tracing::warn!("connection limit reached; refusing a client");
             continue;
         }
@@ -107,7 +104,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
                 agent.metrics.protocol_error();
                 tracing::info!(conn = id, %reason, "client dropped");
             }
-            if let Some(conn) = agent.ledger.lock().expect("ledger").disconnect(id) {
+            if let Some(conn) = agent.ledger().disconnect(id) {
                 tracing::debug!(conn = id, pid = conn.pid, tenant = %conn.tenant, held = ?conn.held, "process gone; its tokens are free");
             }
         });
@@ -215,16 +212,12 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
             .get(&pid)
             .copied()
             .unwrap_or_default();
-        claim.min(Amounts {
-            qp: k.qps,
-            mr: k.mrs,
-            mr_bytes: k.mr_bytes,
-        })
+        claim.min(kernel::held(&k))
     } else {
         claim
     };
     let limits = {
-        let mut ledger = agent.ledger.lock().expect("ledger");
+        let mut ledger = agent.ledger();
         ledger.connect(id, pid, &tenant);
         ledger.adopt(id, claim);
         ledger.tenants[&tenant].limits
@@ -244,7 +237,7 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
             tenant: tenant.clone(),
             max_send_wr: limits.max_send_wr,
             max_recv_wr: limits.max_recv_wr,
-            deny_wr_over_cap: limits.deny_wr_over_cap,
+            deny_wr_over_cap: limits.wr_policy == WrPolicy::Deny,
             qp_create_per_sec: limits.qp_create_per_sec,
             mr_create_per_sec: limits.mr_create_per_sec,
             allowed_qp_types: Vec::new(),
@@ -256,12 +249,8 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
         let body = match req.body {
             Some(request::Body::Admit(a)) => admit(agent, id, &tenant, &a).await,
             Some(request::Body::Release(r)) => {
-                if let Some(kind) = kind_of(r.resource) {
-                    agent
-                        .ledger
-                        .lock()
-                        .expect("ledger")
-                        .release(id, kind, r.count, r.bytes);
+                if let Some(resource) = Resource::from_wire(r.resource) {
+                    agent.ledger().release(id, resource, r.count, r.bytes);
                 }
                 response::Body::Release(msg::ReleaseReply {})
             }
@@ -275,16 +264,10 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
     Ok(())
 }
 
-fn kind_of(resource: i32) -> Option<Kind> {
-    match Resource::try_from(resource) {
-        Ok(Resource::Qp) => Some(Kind::Qp),
-        Ok(Resource::Mr) => Some(Kind::Mr),
-        _ => None,
-    }
-}
-
+/// Answers an Admit: the node's decision (`Agent::admit`) as the wire's verdict, counted
+/// and, when refused, logged.
 async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response::Body {
-    let Some(kind) = kind_of(a.resource) else {
+    let Some(resource) = Resource::from_wire(a.resource) else {
         // CQs and PDs are reported, not capped.
         return response::Body::Admit(msg::AdmitReply {
             verdict: Verdict::Allow as i32,
@@ -292,8 +275,7 @@ async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response
             ..Default::default()
         });
     };
-    let resource = if kind == Kind::Qp { "qp" } else { "mr" };
-    match agent.admit(id, kind, a.prefetch.max(1), a.bytes).await {
+    match agent.admit(id, resource, a.prefetch.max(1), a.bytes).await {
         Decision::Granted { count, bytes } => {
             agent.metrics.admitted(tenant, resource);
             response::Body::Admit(msg::AdmitReply {
@@ -303,12 +285,18 @@ async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response
                 ..Default::default()
             })
         }
-        Decision::Denied { scope, used, limit } => {
+        refused => {
+            // (`Agent::admit` has already acquired and decided again: a shortfall left is
+            // a denial by the tenant's budget.)
+            let (scope, used, limit) = match refused {
+                Decision::Denied { scope, used, limit } => (scope, used, limit),
+                _ => ("tenant", 0, 0),
+            };
             agent.metrics.denied(tenant, resource, scope);
             tracing::info!(
                 conn = id,
                 tenant,
-                resource,
+                %resource,
                 scope,
                 used,
                 limit,
@@ -318,13 +306,6 @@ async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response
                 verdict: Verdict::DenyQuota as i32,
                 used,
                 limit,
-                ..Default::default()
-            })
-        }
-        Decision::NeedMore { .. } => {
-            agent.metrics.denied(tenant, resource, "tenant");
-            response::Body::Admit(msg::AdmitReply {
-                verdict: Verdict::DenyQuota as i32,
                 ..Default::default()
             })
         }

@@ -1,93 +1,67 @@
-//! The agent's HTTP status listener: Prometheus `/metrics` and a JSON `/status` (what
-//! `rdmaq node status` shows).
+//! The agent's HTTP status listener: Prometheus `/metrics` and the JSON `/status`
+//! (`rdmaq_proto::status::NodeStatus`, what `rdmaq node status` shows).
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{Json, Router, http::header, response::IntoResponse, routing::get};
-use serde::Serialize;
+use rdmaq_proto::status::{self, KernelTotals, NodeStatus, TenantStatus};
 
-use crate::{Error, agent::Agent, budget::Tenant};
+use crate::{
+    Error, kernel,
+    ledger::{BudgetFrom, Tenant},
+    node::Agent,
+};
 
-#[derive(Serialize)]
-struct TenantStatus<'a> {
-    name: &'a str,
-    #[serde(flatten)]
-    tenant: &'a Tenant,
-    lease_alive: bool,
-    lease_remaining_ms: Option<u64>,
+fn tenant_status(name: &str, t: &Tenant, now: Instant) -> TenantStatus {
+    TenantStatus {
+        name: name.to_string(),
+        budget_from: match t.budget_from {
+            BudgetFrom::LocalCaps => status::BudgetFrom::LocalCaps,
+            BudgetFrom::Lease => status::BudgetFrom::Lease,
+        },
+        limits: (&t.limits).into(),
+        quota_version: t.quota_version,
+        allotment: t.allotment.into(),
+        owed: t.owed.into(),
+        used: t.used.into(),
+        unadmitted: t.unadmitted.into(),
+        floor: t.floor.into(),
+        admissions: t.admissions,
+        denials: t.denials,
+        lease_alive: t.lease_alive(now),
+        lease_remaining_ms: t
+            .lease_valid_until
+            .map(|d| d.saturating_duration_since(now).as_millis() as u64),
+    }
 }
 
-#[derive(Serialize)]
-struct Status<'a> {
-    node: &'a str,
-    mode: &'static str,
-    connections: usize,
-    tenants: Vec<TenantStatus<'a>>,
-    /// The node's RDMA objects and pinned memory as the eBPF monitor sees them.
-    kernel: KernelTotals,
-}
-
-#[derive(Serialize)]
-struct KernelTotals {
-    processes: usize,
-    qps: u64,
-    mrs: u64,
-    mr_bytes: u64,
-    pinned_bytes: u64,
-}
-
-/// The kernel view summed over processes, and how many processes it holds.
-pub fn kernel_totals(agent: &Agent) -> (usize, rdmaq_ebpf_common::Counts) {
-    let view = agent.kernel.lock().expect("kernel view");
-    let sum = view
-        .values()
-        .fold(rdmaq_ebpf_common::Counts::default(), |a, c| {
-            rdmaq_ebpf_common::Counts {
-                qps: a.qps + c.qps,
-                mrs: a.mrs + c.mrs,
-                mr_bytes: a.mr_bytes + c.mr_bytes,
-                pinned: a.pinned + c.pinned,
-            }
-        });
-    (view.len(), sum)
-}
-
-fn status(agent: &Agent) -> serde_json::Value {
-    let (processes, k) = kernel_totals(agent);
-    let kernel = KernelTotals {
-        processes,
-        qps: k.qps,
-        mrs: k.mrs,
-        mr_bytes: k.mr_bytes,
-        pinned_bytes: k.pinned,
-    };
-    let ledger = agent.ledger.lock().expect("ledger");
+pub fn node_status(agent: &Agent) -> NodeStatus {
+    let (processes, k) = kernel::totals(&agent.kernel.lock().expect("kernel view"));
+    let ledger = agent.ledger();
     let now = Instant::now();
-    let mut tenants: Vec<TenantStatus<'_>> = ledger
+    let mut tenants: Vec<TenantStatus> = ledger
         .tenants
         .iter()
-        .map(|(name, t)| TenantStatus {
-            name,
-            tenant: t,
-            lease_alive: t.lease_alive(now),
-            lease_remaining_ms: t
-                .lease_valid_until
-                .map(|d| d.saturating_duration_since(now).as_millis() as u64),
-        })
+        .map(|(name, t)| tenant_status(name, t, now))
         .collect();
-    tenants.sort_by_key(|t| t.name);
-    serde_json::to_value(Status {
-        node: &agent.node,
+    tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    NodeStatus {
+        node: agent.node.clone(),
         mode: if agent.coordinator.is_some() {
-            "coordinator"
+            status::Mode::Coordinator
         } else {
-            "standalone"
+            status::Mode::Standalone
         },
-        connections: ledger.conns.len(),
+        connections: ledger.conns.len() as u64,
         tenants,
-        kernel,
-    })
-    .unwrap_or_default()
+        kernel: KernelTotals {
+            processes: processes as u64,
+            qps: k.qps,
+            mrs: k.mrs,
+            mr_bytes: k.mr_bytes,
+            pinned_bytes: k.pinned,
+        },
+    }
 }
 
 pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
@@ -98,12 +72,10 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
             get(move || {
                 let agent = a1.clone();
                 async move {
-                    let (_, kernel) = kernel_totals(&agent);
-                    let body = agent.metrics.render(
-                        &agent.ledger.lock().expect("ledger"),
-                        &kernel,
-                        Instant::now(),
-                    );
+                    let (_, kernel) = kernel::totals(&agent.kernel.lock().expect("kernel view"));
+                    let body = agent
+                        .metrics
+                        .render(&agent.ledger(), &kernel, Instant::now());
                     (
                         [(
                             header::CONTENT_TYPE,
@@ -119,7 +91,7 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
             "/status",
             get(move || {
                 let agent = a2.clone();
-                async move { Json(status(&agent)) }
+                async move { Json(node_status(&agent)) }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr)

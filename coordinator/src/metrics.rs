@@ -130,7 +130,10 @@ impl Collector for CoordinatorCollector {
         )?;
 
         for (name, help) in [
-            ("rdmaq_tenant_cap", "Tenant's global cap (absent: no cap)"),
+            (
+                "rdmaq_tenant_cap",
+                "Tenant's cluster-wide cap (absent: no cap)",
+            ),
             (
                 "rdmaq_tenant_allotted",
                 "Budget allotted to nodes, summed over nodes",
@@ -152,7 +155,7 @@ impl Collector for CoordinatorCollector {
                 for d in Dim::ALL {
                     let v = match values {
                         Some(a) => a.get(d),
-                        None => match quota.limits.global.get(d) {
+                        None => match quota.limits.cluster.get(d) {
                             Some(cap) => cap,
                             None => continue,
                         },

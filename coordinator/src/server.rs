@@ -19,7 +19,7 @@ use crate::{
         network::{MAX_RAFT_MESSAGE, Network},
         store::{self, LogStore, StateMachineStore},
     },
-    service::{admin::AdminService, agent::AgentService, raft::RaftService},
+    service::{admin::AdminService, agent_api::AgentService, raft::RaftService},
 };
 
 /// Largest admin/agent request; real ones are a few hundred bytes.

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use rdmaq_model::{Caps, Limits, WrPolicy};
+
 use crate::ffi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -11,12 +13,6 @@ pub enum Level {
     Info,
     Warn,
     Error,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WrPolicy {
-    Clamp,
-    Deny,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,30 +27,24 @@ pub enum AgentFailure {
 pub struct Config {
     /// `RDMA_INTERCEPT_ENABLE` (default 1): 0 makes the library a pure pass-through.
     pub enabled: bool,
-    /// `RDMA_INTERCEPT_ENABLE_QP_CONTROL` (default 0): enforce the QP caps.
-    pub qp_control: bool,
-    /// `RDMA_INTERCEPT_MAX_QP_PER_PROCESS` (default 100).
-    pub max_qp_per_process: u64,
-    /// `RDMA_INTERCEPT_MAX_GLOBAL_QP` (default 1000): QPs of all processes on the host.
-    pub max_global_qp: u64,
-    /// `RDMA_INTERCEPT_MAX_MR_PER_PROCESS` (default 1000).
-    pub max_mr_per_process: u64,
-    /// `RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS` in MiB (default 10240).
-    pub max_bytes_per_process: u64,
+    /// The standalone caps, in the model's one shape:
+    /// - `per_process.qp`: `RDMA_INTERCEPT_MAX_QP_PER_PROCESS` (default 100) and
+    ///   `per_node.qp`: `RDMA_INTERCEPT_MAX_GLOBAL_QP` (default 1000, QPs of all processes
+    ///   on the host), both only with `RDMA_INTERCEPT_ENABLE_QP_CONTROL=1` (default 0);
+    /// - `per_process.mr`: `RDMA_INTERCEPT_MAX_MR_PER_PROCESS` (default 1000);
+    /// - `per_process.mr_bytes`: `RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS` in MiB (default
+    ///   10240);
+    /// - `max_send_wr`/`max_recv_wr`: `RDMAQ_MAX_SEND_WR` / `RDMAQ_MAX_RECV_WR`, per QP;
+    /// - `wr_policy`: `RDMAQ_WR_POLICY` = clamp (default) | deny;
+    /// - `qp_create_per_sec`/`mr_create_per_sec`: `RDMAQ_QP_CREATE_RATE` /
+    ///   `RDMAQ_MR_CREATE_RATE`.
+    pub limits: Limits,
     /// `RDMA_INTERCEPT_LOG_LEVEL` (default INFO).
     pub log_level: Level,
     /// `RDMA_INTERCEPT_LOG_FILE_PATH` (default /tmp/rdma_intercept.log).
     pub log_path: PathBuf,
-    /// `RDMAQ_MAX_SEND_WR` / `RDMAQ_MAX_RECV_WR`: work-request depth caps per QP.
-    pub max_send_wr: Option<u32>,
-    pub max_recv_wr: Option<u32>,
-    /// `RDMAQ_WR_POLICY` = clamp (default) | deny.
-    pub wr_policy: WrPolicy,
     /// `RDMAQ_ALLOWED_QP_TYPES`, e.g. `RC,UD` (default: all).
     pub allowed_qp_types: Option<Vec<u32>>,
-    /// `RDMAQ_QP_CREATE_RATE` / `RDMAQ_MR_CREATE_RATE`: creations per second.
-    pub qp_create_rate: Option<u32>,
-    pub mr_create_rate: Option<u32>,
     /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp.v3): the host-wide QP table.
     pub host_state: PathBuf,
     /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
@@ -120,14 +110,33 @@ fn qp_types(s: &str) -> Vec<u32> {
 
 impl Config {
     pub fn from_env() -> Config {
+        let qp_control = flag("RDMA_INTERCEPT_ENABLE_QP_CONTROL", false);
+        let qp_cap = |name, default| qp_control.then(|| num(name, default));
         Config {
             enabled: flag("RDMA_INTERCEPT_ENABLE", true),
-            qp_control: flag("RDMA_INTERCEPT_ENABLE_QP_CONTROL", false),
-            max_qp_per_process: num("RDMA_INTERCEPT_MAX_QP_PER_PROCESS", 100),
-            max_global_qp: num("RDMA_INTERCEPT_MAX_GLOBAL_QP", 1000),
-            max_mr_per_process: num("RDMA_INTERCEPT_MAX_MR_PER_PROCESS", 1000),
-            max_bytes_per_process: num::<u64>("RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS", 10240)
-                .saturating_mul(1 << 20),
+            limits: Limits {
+                per_process: Caps {
+                    qp: qp_cap("RDMA_INTERCEPT_MAX_QP_PER_PROCESS", 100),
+                    mr: Some(num("RDMA_INTERCEPT_MAX_MR_PER_PROCESS", 1000)),
+                    mr_bytes: Some(
+                        num::<u64>("RDMA_INTERCEPT_MAX_MEMORY_PER_PROCESS", 10240)
+                            .saturating_mul(1 << 20),
+                    ),
+                },
+                per_node: Caps {
+                    qp: qp_cap("RDMA_INTERCEPT_MAX_GLOBAL_QP", 1000),
+                    ..Caps::NONE
+                },
+                max_send_wr: opt_num("RDMAQ_MAX_SEND_WR"),
+                max_recv_wr: opt_num("RDMAQ_MAX_RECV_WR"),
+                wr_policy: match var("RDMAQ_WR_POLICY").as_deref() {
+                    Some("deny") => WrPolicy::Deny,
+                    _ => WrPolicy::Clamp,
+                },
+                qp_create_per_sec: opt_num("RDMAQ_QP_CREATE_RATE"),
+                mr_create_per_sec: opt_num("RDMAQ_MR_CREATE_RATE"),
+                ..Limits::NONE
+            },
             log_level: match var("RDMA_INTERCEPT_LOG_LEVEL")
                 .unwrap_or_default()
                 .to_ascii_uppercase()
@@ -141,15 +150,7 @@ impl Config {
             log_path: var("RDMA_INTERCEPT_LOG_FILE_PATH")
                 .unwrap_or_else(|| "/tmp/rdma_intercept.log".into())
                 .into(),
-            max_send_wr: opt_num("RDMAQ_MAX_SEND_WR"),
-            max_recv_wr: opt_num("RDMAQ_MAX_RECV_WR"),
-            wr_policy: match var("RDMAQ_WR_POLICY").as_deref() {
-                Some("deny") => WrPolicy::Deny,
-                _ => WrPolicy::Clamp,
-            },
             allowed_qp_types: var("RDMAQ_ALLOWED_QP_TYPES").map(|s| qp_types(&s)),
-            qp_create_rate: opt_num("RDMAQ_QP_CREATE_RATE"),
-            mr_create_rate: opt_num("RDMAQ_MR_CREATE_RATE"),
             host_state: var("RDMAQ_HOST_STATE")
                 .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp.v3".into())
                 .into(),

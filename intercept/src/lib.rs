@@ -6,17 +6,22 @@
 //! ledger); thread-safe; never unloaded (an LD_PRELOAD library lives as long as the
 //! process, and the fork/exit hooks it registers point into it).
 
-mod admit;
-mod agent;
+mod agent_conn;
 pub mod config;
+mod denial;
 mod exports;
 pub mod ffi;
-mod global;
 mod host;
 mod log;
 mod ops;
+mod process;
 mod rate;
 mod real;
+mod reentry;
+mod standalone;
+mod statics;
+mod tokens;
+mod verbs;
 
 /// The library's own work around a verb, with the verb replaced by a stand-in that costs
 /// nothing, so that `benches/bookkeeping.rs` can time it natively (the lab's VMs run under
@@ -35,17 +40,17 @@ pub mod bench {
             max_recv_sge: 1,
             max_inline_data: 0,
         };
-        let qp = crate::exports::admit_and_create_qp(&mut cap, crate::ffi::IBV_QPT_RC, || {
+        let qp = crate::verbs::admit_and_create_qp(&mut cap, crate::ffi::IBV_QPT_RC, || {
             id as *mut c_void
         });
-        crate::exports::after_destroy(0, |p| p.release_qp(id));
+        crate::verbs::after_destroy(0, |p| p.release_qp(id));
         !qp.is_null()
     }
 
     /// One MR registration of `bytes` and its deregistration.
     pub fn mr_cycle(id: usize, bytes: u64) -> bool {
-        let mr = crate::exports::admit_and_register_mr(bytes, || id as *mut c_void);
-        crate::exports::after_destroy(0, |p| p.release_mr(id));
+        let mr = crate::verbs::admit_and_register_mr(bytes, || id as *mut c_void);
+        crate::verbs::after_destroy(0, |p| p.release_mr(id));
         !mr.is_null()
     }
 }

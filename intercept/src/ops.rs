@@ -6,36 +6,16 @@
 
 use std::{collections::HashMap, ffi::c_void};
 
-use parking_lot::Mutex;
-
 use crate::{
-    exports::{admit_and_create_qp, count_cq},
     ffi::{
         CONTEXT_ABI_COMPAT_OFFSET, CONTEXT_SIZE, CreateCqExFn, CreateQpExFn, IbvQpInitAttrEx,
         VCTX_CREATE_CQ_EX_BEFORE_CONTEXT, VCTX_CREATE_QP_EX_BEFORE_CONTEXT, VCTX_SZ_BEFORE_CONTEXT,
         VERBS_ABI_IS_EXTENDED,
     },
-    global::Reentry,
+    reentry::Reentry,
+    statics::{Originals, PATCHED},
+    verbs::{admit_and_create_qp, count_cq},
 };
-
-#[derive(Clone, Copy)]
-struct Originals {
-    create_qp_ex: Option<CreateQpExFn>,
-    create_cq_ex: Option<CreateCqExFn>,
-}
-
-static PATCHED: Mutex<Option<HashMap<usize, Originals>>> = Mutex::new(None);
-
-pub(crate) fn lock_for_fork() {
-    std::mem::forget(PATCHED.lock());
-}
-
-/// # Safety
-/// Only after `lock_for_fork` in the same thread.
-pub(crate) unsafe fn unlock_after_fork() {
-    // SAFETY: the caller locked PATCHED in lock_for_fork and forgot the guard.
-    unsafe { PATCHED.force_unlock() };
-}
 
 fn originals(ctx: *mut c_void) -> Option<Originals> {
     PATCHED.lock().as_ref()?.get(&(ctx as usize)).copied()

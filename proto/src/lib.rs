@@ -3,6 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+#[cfg(feature = "grpc")]
+mod serde_enum;
+#[cfg(feature = "grpc")]
+pub mod status;
 
 /// Agent <-> intercept library messages (Unix socket, length-prefixed frames).
 pub mod intercept {

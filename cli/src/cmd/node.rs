@@ -10,7 +10,9 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use crate::output::{Format, Table, bytes, json};
+use rdmaq_proto::status::NodeStatus;
+
+use crate::output::{Format, Table, bytes, cap, json};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
@@ -42,23 +44,17 @@ fn get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
-fn cap(v: &serde_json::Value) -> String {
-    match v.as_u64() {
-        Some(u64::MAX) | None => "-".into(),
-        Some(n) => n.to_string(),
-    }
-}
-
 pub fn run(format: Format, cmd: NodeCmd) -> anyhow::Result<String> {
     let NodeCmd::Status { agent } = cmd;
     let body = get(&agent, "/status")?;
-    let v: serde_json::Value = serde_json::from_str(&body).context("the agent's /status")?;
+    let status: NodeStatus =
+        serde_json::from_str(&body).with_context(|| format!("the agent's /status at {agent}"))?;
     if format == Format::Json {
-        return Ok(json(&v));
+        return Ok(json(&status));
     }
     let mut t = Table::new(&[
         "TENANT",
-        "SOURCE",
+        "BUDGET",
         "QP-USED",
         "QP-BUDGET",
         "MR-USED",
@@ -67,32 +63,31 @@ pub fn run(format: Format, cmd: NodeCmd) -> anyhow::Result<String> {
         "LEASE",
         "DENIALS",
     ]);
-    for tenant in v["tenants"].as_array().into_iter().flatten() {
-        let lease = match (
-            tenant["lease_alive"].as_bool(),
-            tenant["lease_remaining_ms"].as_u64(),
-        ) {
-            (Some(true), Some(ms)) => format!("{ms} ms left"),
-            (Some(true), None) => "local".into(),
-            _ => "LOST".into(),
+    for tenant in &status.tenants {
+        let lease = match (tenant.lease_alive, tenant.lease_remaining_ms) {
+            (true, Some(ms)) => format!("{ms} ms left"),
+            (true, None) => "local".into(),
+            (false, _) => "LOST".into(),
         };
+        let allotment = tenant.allotment;
+        let used = tenant.used;
         t.row(vec![
-            tenant["name"].as_str().unwrap_or("?").to_string(),
-            tenant["source"].as_str().unwrap_or("?").to_string(),
-            tenant["used"]["qp"].to_string(),
-            cap(&tenant["allotment"]["qp"]),
-            tenant["used"]["mr"].to_string(),
-            bytes(tenant["used"]["mr_bytes"].as_u64().unwrap_or(0)),
-            tenant["unadmitted"]["qp"].to_string(),
+            tenant.name.clone(),
+            tenant.budget_from.as_str().to_string(),
+            used.qp.to_string(),
+            cap((allotment.qp != u64::MAX).then_some(allotment.qp)),
+            used.mr.to_string(),
+            bytes(used.mr_bytes),
+            tenant.unadmitted.qp.to_string(),
             lease,
-            tenant["denials"].to_string(),
+            tenant.denials.to_string(),
         ]);
     }
     Ok(format!(
         "node {} ({} mode), {} connected processes\n{}",
-        v["node"].as_str().unwrap_or("?"),
-        v["mode"].as_str().unwrap_or("?"),
-        v["connections"],
+        status.node,
+        status.mode.as_str(),
+        status.connections,
         t.render()
     ))
 }

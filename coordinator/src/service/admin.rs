@@ -9,7 +9,7 @@ use super::{authz, convert, ok_reply, unexpected};
 use crate::{
     Error,
     cluster::{Cluster, MemberView},
-    state::{Command, Reply, validate},
+    state::{Command, Limits, Reply, validate},
 };
 
 pub struct AdminService {
@@ -44,7 +44,7 @@ impl Admin for AdminService {
             .limits
             .as_ref()
             .ok_or_else(|| Error::invalid("limits", "missing"))?;
-        let limits = convert::limits_from_pb(limits);
+        let limits = Limits::from(limits);
         validate::limits(&limits).map_err(Error::Rejected)?;
         let reply = self
             .cluster

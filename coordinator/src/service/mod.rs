@@ -1,7 +1,7 @@
 //! The gRPC services every member serves: admin, agent, and member-to-member Raft.
 
 pub mod admin;
-pub mod agent;
+pub mod agent_api;
 pub mod authz;
 pub mod convert;
 pub mod raft;

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    amounts::{Amounts, Dim},
-    model::{Allotment, LeasePolicy, Limits, QuotaRecord},
+    Amounts, Dim, Limits,
+    model::{Allotment, LeasePolicy, QuotaRecord},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

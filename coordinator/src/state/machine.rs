@@ -1,16 +1,16 @@
 //! The replicated state machine. `apply` is deterministic: it reads time only from the
 //! entry (stamped by the leader), so every replica reaches the same state. It alone keeps
 //! the budget invariant: a grant is made only if, afterwards, the sum of the tenant's
-//! allotments over all nodes is within its global cap on every dimension.
+//! allotments over all nodes is within its cluster-wide cap on every dimension.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    amounts::{Amounts, Dim},
+    Amounts, Dim, Limits,
     command::{AllotmentView, ApplyError, Command, Reply, Request, Response},
-    model::{Allotment, AuditRecord, Counters, LeasePolicy, Limits, NodeRecord, QuotaRecord},
+    model::{Allotment, AuditRecord, Counters, LeasePolicy, NodeRecord, QuotaRecord},
     validate,
 };
 
@@ -107,7 +107,7 @@ impl State {
         validate::limits(limits)?;
         self.quota_seq += 1;
         let quota = QuotaRecord {
-            limits: limits.clone(),
+            limits: *limits,
             version: self.quota_seq,
         };
         self.quotas.insert(tenant.to_string(), quota.clone());
@@ -128,12 +128,12 @@ impl State {
     /// what is still asked for.
     fn shrink_to_caps(&mut self, tenant: &str, limits: &Limits) {
         let total = self.totals.get(tenant).copied().unwrap_or_default();
-        let over_global = limits.global.exceeded_by(total);
+        let over_cluster = limits.cluster.exceeded_by(total);
         let Some(per_node) = self.allotments.get_mut(tenant) else {
             return;
         };
         for a in per_node.values_mut() {
-            a.reclaim = reclaim(a, limits, over_global);
+            a.reclaim = reclaim(a, limits, over_cluster);
         }
     }
 
@@ -310,7 +310,7 @@ impl State {
         // Objects a node holds beyond its allotment (created around the library, reported
         // by its agent) are real: they count against the cap like allotted budget.
         let charged = self.charged_total(tenant);
-        let room = quota.limits.global.headroom(charged).min(
+        let room = quota.limits.cluster.headroom(charged).min(
             quota
                 .limits
                 .per_node
@@ -430,7 +430,7 @@ impl State {
                     // instead of being admitted again above the cap.
                     if let Some(q) = self.quotas.get(tenant) {
                         let total = self.totals.get(tenant).copied().unwrap_or_default();
-                        a.reclaim = reclaim(a, &q.limits, q.limits.global.exceeded_by(total));
+                        a.reclaim = reclaim(a, &q.limits, q.limits.cluster.exceeded_by(total));
                     }
                 }
                 None => {
@@ -503,17 +503,17 @@ impl State {
     pub fn over_quota(&self, tenant: &str) -> bool {
         self.quotas
             .get(tenant)
-            .is_some_and(|q| q.limits.global.exceeded_by(self.used_total(tenant)))
+            .is_some_and(|q| q.limits.cluster.exceeded_by(self.used_total(tenant)))
     }
 }
 
 /// What a node is asked to give back of allotment `a` under `limits`: everything beyond the
-/// per-node cap that it is not using, and while the tenant is above its global cap,
+/// per-node cap that it is not using, and while the tenant is above its cluster-wide cap,
 /// everything it is not using.
-fn reclaim(a: &Allotment, limits: &Limits, over_global: bool) -> Amounts {
+fn reclaim(a: &Allotment, limits: &Limits, over_cluster: bool) -> Amounts {
     let node_cap = limits.per_node.headroom(Amounts::ZERO);
     let mut target = a.allotted.min(node_cap).max(a.charged());
-    if over_global {
+    if over_cluster {
         target = target.min(a.charged());
     }
     a.allotted.saturating_sub(target)

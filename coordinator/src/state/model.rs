@@ -4,70 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::amounts::{Amounts, Caps};
-
-/// What to do with a QP asking for more work requests than the cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WrPolicy {
-    #[default]
-    Clamp,
-    Deny,
-}
-
-/// A tenant's caps (DESIGN.md, "Budget model").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Cluster-global caps: the sum of allotments never exceeds them.
-    pub global: Caps,
-    pub per_node: Caps,
-    /// Enforced by the agents, carried here so every agent learns them.
-    pub per_process: Caps,
-    pub max_send_wr: Option<u32>,
-    pub max_recv_wr: Option<u32>,
-    pub wr_policy: WrPolicy,
-    pub qp_create_per_sec: Option<u32>,
-    pub mr_create_per_sec: Option<u32>,
-}
-
-impl std::fmt::Display for Limits {
-    /// The caps that are set, as `rdmaq quota set` flags would name them (for the audit).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        for (scope, caps) in [
-            ("", &self.global),
-            ("-per-node", &self.per_node),
-            ("-per-process", &self.per_process),
-        ] {
-            for (name, v) in [
-                ("qp", caps.qp),
-                ("mr", caps.mr),
-                ("mr-bytes", caps.mr_bytes),
-            ] {
-                if let Some(v) = v {
-                    parts.push(format!("max-{name}{scope}={v}"));
-                }
-            }
-        }
-        for (name, v) in [
-            ("max-send-wr", self.max_send_wr),
-            ("max-recv-wr", self.max_recv_wr),
-            ("qp-create-per-sec", self.qp_create_per_sec),
-            ("mr-create-per-sec", self.mr_create_per_sec),
-        ] {
-            if let Some(v) = v {
-                parts.push(format!("{name}={v}"));
-            }
-        }
-        if self.wr_policy == WrPolicy::Deny {
-            parts.push("wr-policy=deny".into());
-        }
-        if parts.is_empty() {
-            f.write_str("(no caps)")
-        } else {
-            f.write_str(&parts.join(" "))
-        }
-    }
-}
+use rdmaq_model::{Amounts, Limits};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaRecord {

@@ -34,7 +34,7 @@ fn qps(n: u64) -> Amounts {
 
 fn cap_qp(n: u64) -> Limits {
     Limits {
-        global: Caps {
+        cluster: Caps {
             qp: Some(n),
             ..Caps::default()
         },
@@ -87,7 +87,7 @@ fn granted(r: &Reply) -> u64 {
 }
 
 #[test]
-fn grants_stop_at_the_global_cap() {
+fn grants_stop_at_the_cluster_cap() {
     let mut s = setup(&["n1", "n2", "n3"], 12);
     let got: u64 = ["n1", "n2", "n3"]
         .iter()
@@ -347,7 +347,7 @@ fn check(
     now: u64,
 ) -> Result<(), TestCaseError> {
     for t in TENANTS {
-        let cap = after.quotas[t].limits.global.qp.expect("set");
+        let cap = after.quotas[t].limits.cluster.qp.expect("set");
         let total: u64 = after
             .allotments
             .get(t)

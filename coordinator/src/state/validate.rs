@@ -1,7 +1,7 @@
 //! Checks of names and limits, shared by the gRPC layer (before anything is proposed) and
 //! `apply` (so a bad entry can never change state, whoever proposed it).
 
-use super::{command::ApplyError, model::Limits};
+use super::{Limits, command::ApplyError};
 
 pub const MAX_NAME_LEN: usize = 128;
 /// Counts beyond this are typos, not quotas (a large RDMA cluster holds millions of QPs).
@@ -66,7 +66,7 @@ fn count(field: &str, v: Option<u64>, max: u64) -> Result<(), ApplyError> {
 
 pub fn limits(l: &Limits) -> Result<(), ApplyError> {
     for (scope, caps) in [
-        ("", &l.global),
+        ("", &l.cluster),
         ("_per_node", &l.per_node),
         ("_per_process", &l.per_process),
     ] {
@@ -92,7 +92,7 @@ pub fn limits(l: &Limits) -> Result<(), ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::amounts::Caps;
+    use crate::state::Caps;
 
     #[test]
     fn names() {
@@ -119,7 +119,7 @@ mod tests {
                 .contains("max_qp_per_node")
         );
         let mut l = Limits::default();
-        l.global.mr_bytes = Some(u64::MAX);
+        l.cluster.mr_bytes = Some(u64::MAX);
         assert!(limits(&l).unwrap_err().to_string().contains("max_mr_bytes"));
         let l = Limits {
             max_send_wr: Some(u32::MAX),

@@ -1,6 +1,8 @@
-//! The agent's shared state and the decisions that need more than the ledger: setting up a
-//! tenant (standalone caps, or the coordinator's quota), and admissions that must first
-//! acquire more allotment from the coordinator.
+//! One node's agent: the state its tasks share (the ledger, the kernel view, the link to the
+//! coordinator), and the node's one admission entry point, [`Agent::admit`]: the ledger
+//! decides, and when the node's allotment is short, more is acquired from the coordinator
+//! first. Also sets up a tenant the node has not seen (standalone caps, or the
+//! coordinator's quota).
 
 use std::{
     collections::HashMap,
@@ -11,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_proto::v1 as pb;
+use rdmaq_model::{Amounts, Limits, Resource};
 
 use crate::{
-    budget::{Amounts, Decision, Kind, Ledger, Limits, Source, Tenant},
     config::{Config, LeaseLost, UnknownTenant},
-    coordinator::{Coordinator, from_pb},
+    coordinator::Coordinator,
+    ledger::{Attempt, BudgetFrom, Decision, Ledger, Tenant},
     metrics::Metrics,
 };
 
@@ -29,7 +31,7 @@ pub const ACQUIRE_BACKOFF: Duration = Duration::from_millis(500);
 pub struct Agent {
     pub cfg: Config,
     pub node: String,
-    pub ledger: Mutex<Ledger>,
+    ledger: Mutex<Ledger>,
     pub coordinator: Option<Coordinator>,
     pub metrics: Metrics,
     next_conn: AtomicU64,
@@ -38,39 +40,12 @@ pub struct Agent {
     /// Lease length the coordinator announced.
     pub lease_ttl: Mutex<Duration>,
     /// Live RDMA objects per process, from the eBPF monitor.
-    pub kernel: Mutex<crate::monitor::KernelView>,
+    pub kernel: Mutex<crate::kernel::KernelView>,
     pub monitor_up: Mutex<bool>,
     /// Processes that held RDMA objects before the agent started: they may have been
     /// admitted by a previous agent, so the backstop leaves them alone (they are still
     /// charged until their library reconnects and claims them).
     pub preexisting: Mutex<std::collections::HashSet<u32>>,
-}
-
-pub fn limits_from_quota(q: &pb::Quota) -> Limits {
-    let l = q.limits.unwrap_or_default();
-    let cap = |v: Option<u64>| v.unwrap_or(u64::MAX);
-    Limits {
-        global: Amounts {
-            qp: cap(l.max_qp),
-            mr: cap(l.max_mr),
-            mr_bytes: cap(l.max_mr_bytes),
-        },
-        node: Amounts {
-            qp: cap(l.max_qp_per_node),
-            mr: cap(l.max_mr_per_node),
-            mr_bytes: cap(l.max_mr_bytes_per_node),
-        },
-        process: Amounts {
-            qp: cap(l.max_qp_per_process),
-            mr: cap(l.max_mr_per_process),
-            mr_bytes: cap(l.max_mr_bytes_per_process),
-        },
-        max_send_wr: l.max_send_wr,
-        max_recv_wr: l.max_recv_wr,
-        deny_wr_over_cap: l.wr_policy == pb::WrPolicy::Deny as i32,
-        qp_create_per_sec: l.qp_create_per_sec,
-        mr_create_per_sec: l.mr_create_per_sec,
-    }
 }
 
 impl Agent {
@@ -94,111 +69,81 @@ impl Agent {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// What a tenant may use on this node while its lease cannot be proven alive.
     fn floor(&self) -> Amounts {
         match self.cfg.on_lease_lost {
-            LeaseLost::FailClosed => Amounts::default(),
-            LeaseLost::FailStatic => self.cfg.fail_static_floor.limits().node.min(Amounts {
-                qp: self.cfg.fail_static_floor.max_qp.unwrap_or(0),
-                mr: self.cfg.fail_static_floor.max_mr.unwrap_or(0),
-                mr_bytes: self.cfg.fail_static_floor.max_mr_bytes.map_or(0, |s| s.0),
-            }),
+            LeaseLost::FailClosed => Amounts::ZERO,
+            // Unset dimensions of the floor are zero, not unlimited.
+            LeaseLost::FailStatic => self.cfg.fail_static_floor.limits().per_node.or_zero(),
         }
     }
 
     fn local_tenant(&self, name: &str) -> Tenant {
         match (self.cfg.tenants.get(name), self.cfg.unknown_tenant) {
-            (Some(t), _) => Tenant::new(t.limits(), Source::Local),
-            (None, UnknownTenant::Allow) => Tenant::new(Limits::default(), Source::Local),
-            (None, UnknownTenant::Deny) => Tenant::new(
-                Limits {
-                    node: Amounts::default(),
-                    ..Limits::default()
-                },
-                Source::Local,
-            ),
+            (Some(t), _) => Tenant::new(t.limits(), BudgetFrom::LocalCaps),
+            (None, UnknownTenant::Allow) => Tenant::new(Limits::NONE, BudgetFrom::LocalCaps),
+            (None, UnknownTenant::Deny) => {
+                let mut nothing = Limits::NONE;
+                nothing.per_node = rdmaq_model::Caps {
+                    qp: Some(0),
+                    mr: Some(0),
+                    mr_bytes: Some(0),
+                };
+                Tenant::new(nothing, BudgetFrom::LocalCaps)
+            }
         }
     }
 
     /// Makes sure the ledger knows `name`, asking the coordinator for its quota if needed.
     pub async fn ensure_tenant(&self, name: &str) {
-        if self
-            .ledger
-            .lock()
-            .expect("ledger")
-            .tenants
-            .contains_key(name)
-        {
+        if self.ledger().tenants.contains_key(name) {
             return;
         }
         let tenant = match &self.coordinator {
             None => self.local_tenant(name),
             Some(c) => match c.quota(name).await {
                 Ok(Some(q)) => {
-                    let mut t = Tenant::new(limits_from_quota(&q), Source::Leased);
-                    t.quota_version = q.version;
+                    let mut t = Tenant::new(Limits::NONE, BudgetFrom::Lease);
+                    t.take_quota(Limits::of_quota(&q), q.version);
                     t.floor = self.floor();
                     t
                 }
                 Ok(None) => self.local_tenant(name),
                 Err(e) => {
                     tracing::warn!(tenant = name, error = %e, "coordinator unreachable; tenant has no lease yet");
-                    let mut t = Tenant::new(Limits::default(), Source::Leased);
+                    let mut t = Tenant::new(Limits::NONE, BudgetFrom::Lease);
                     t.floor = self.floor();
                     t
                 }
             },
         };
-        self.ledger
-            .lock()
-            .expect("ledger")
+        self.ledger()
             .tenants
             .entry(name.to_string())
             .or_insert(tenant);
     }
 
-    /// Decides an admission; when the allotment is short, acquires more first (bounded by
-    /// ACQUIRE_WAIT, so a slow coordinator costs a denial, never a hang).
-    pub async fn admit(&self, conn: u64, kind: Kind, count: u32, bytes: u64) -> Decision {
-        let first =
-            self.ledger
-                .lock()
-                .expect("ledger")
-                .admit(conn, kind, count, bytes, Instant::now());
-        let Decision::NeedMore { want, min } = first else {
-            return first;
+    /// Decides an admission for connection `conn`: `count` objects of `resource` (the first
+    /// for the call in progress), `bytes` each for MRs. One ledger decision; only when the
+    /// node's allotment is short, an acquisition from the coordinator (bounded by
+    /// ACQUIRE_WAIT, so a slow coordinator costs a denial, never a hang) and a second one.
+    pub async fn admit(&self, conn: u64, resource: Resource, count: u32, bytes: u64) -> Decision {
+        let decide = |attempt| {
+            self.ledger()
+                .admit(conn, resource, count, bytes, Instant::now(), attempt)
         };
-        let Some(tenant) = self
-            .ledger
-            .lock()
-            .expect("ledger")
-            .conns
-            .get(&conn)
-            .map(|c| c.tenant.clone())
-        else {
-            return first;
-        };
-        let _ = tokio::time::timeout(ACQUIRE_WAIT, self.acquire(&tenant, want, min)).await;
-        let second =
-            self.ledger
-                .lock()
-                .expect("ledger")
-                .admit(conn, kind, count, bytes, Instant::now());
-        match second {
-            Decision::NeedMore { .. } => {
-                let ledger = self.ledger.lock().expect("ledger");
-                let t = &ledger.tenants[&tenant];
-                let (used, limit) = match kind {
-                    Kind::Qp => (t.charged().qp, t.allotment.qp),
-                    Kind::Mr => (t.charged().mr, t.allotment.mr),
-                };
-                Decision::Denied {
-                    scope: "tenant",
-                    used,
-                    limit,
-                }
+        match decide(Attempt::First) {
+            Decision::NeedMore { tenant, want, min } => {
+                let _ = tokio::time::timeout(ACQUIRE_WAIT, self.acquire(&tenant, want, min)).await;
+                decide(Attempt::Last)
             }
             d => d,
         }
+    }
+
+    /// The node's ledger, locked.
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().expect("ledger")
     }
 
     /// Asks the coordinator for more of `tenant`'s budget; one request at a time per
@@ -211,25 +156,24 @@ impl Agent {
             return;
         };
         let sent = Instant::now();
-        self.ledger.lock().expect("ledger").allotment_op(tenant);
+        self.ledger().allotment_op(tenant);
         let reply = c.acquire(tenant, want, min).await;
         // A reply lost on the way (a timeout after the grant was applied) leaves budget
         // allotted here that this agent does not know of: the next heartbeat reply, sent
         // after this point, brings it in.
-        let mut ledger = self.ledger.lock().expect("ledger");
+        let mut ledger = self.ledger();
         ledger.allotment_op(tenant);
         match reply {
             Ok(r) => {
-                let granted = from_pb(r.granted);
-                let allotted = from_pb(r.allotment.as_ref().and_then(|a| a.allotted));
-                let reclaim = from_pb(r.allotment.and_then(|a| a.reclaim));
+                let granted = Amounts::from_pb(r.granted);
+                let allotted = Amounts::from_pb(r.allotment.as_ref().and_then(|a| a.allotted));
+                let reclaim = Amounts::from_pb(r.allotment.and_then(|a| a.reclaim));
                 let ttl = *self.lease_ttl.lock().expect("ttl");
                 if let Some(t) = ledger.tenants.get_mut(tenant) {
                     t.take_in(allotted, reclaim);
                     t.lease_valid_until = Some(self.lease_deadline(sent, ttl));
                     if let Some(q) = &r.quota {
-                        t.limits = limits_from_quota(q);
-                        t.quota_version = q.version;
+                        t.take_quota(Limits::of_quota(q), q.version);
                     }
                 }
                 self.metrics.acquired(tenant, granted);

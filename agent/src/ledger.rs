@@ -9,96 +9,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
-/// Amounts of the held-resource dimensions. `u64::MAX` as a cap means "no cap".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Amounts {
-    pub qp: u64,
-    pub mr: u64,
-    pub mr_bytes: u64,
-}
-
-impl Amounts {
-    pub const UNLIMITED: Amounts = Amounts {
-        qp: u64::MAX,
-        mr: u64::MAX,
-        mr_bytes: u64::MAX,
-    };
-
-    pub fn add(self, o: Amounts) -> Amounts {
-        Amounts {
-            qp: self.qp.saturating_add(o.qp),
-            mr: self.mr.saturating_add(o.mr),
-            mr_bytes: self.mr_bytes.saturating_add(o.mr_bytes),
-        }
-    }
-
-    pub fn sub(self, o: Amounts) -> Amounts {
-        Amounts {
-            qp: self.qp.saturating_sub(o.qp),
-            mr: self.mr.saturating_sub(o.mr),
-            mr_bytes: self.mr_bytes.saturating_sub(o.mr_bytes),
-        }
-    }
-
-    pub fn min(self, o: Amounts) -> Amounts {
-        Amounts {
-            qp: self.qp.min(o.qp),
-            mr: self.mr.min(o.mr),
-            mr_bytes: self.mr_bytes.min(o.mr_bytes),
-        }
-    }
-
-    pub fn is_zero(&self) -> bool {
-        *self == Amounts::default()
-    }
-}
-
-/// A tenant's caps as the node applies them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    /// The cluster-wide cap (enforced by the coordinator; here only to size requests).
-    pub global: Amounts,
-    /// Per node (host-wide) caps; in standalone mode also the node's whole budget.
-    pub node: Amounts,
-    pub process: Amounts,
-    pub max_send_wr: Option<u32>,
-    pub max_recv_wr: Option<u32>,
-    pub deny_wr_over_cap: bool,
-    pub qp_create_per_sec: Option<u32>,
-    pub mr_create_per_sec: Option<u32>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            global: Amounts::UNLIMITED,
-            node: Amounts::UNLIMITED,
-            process: Amounts::UNLIMITED,
-            max_send_wr: None,
-            max_recv_wr: None,
-            deny_wr_over_cap: false,
-            qp_create_per_sec: None,
-            mr_create_per_sec: None,
-        }
-    }
-}
+use rdmaq_model::{Amounts, Limits, Resource};
 
 /// Where a tenant's node budget comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Source {
-    /// Standalone caps (or an unknown tenant allowed without caps).
-    Local,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetFrom {
+    /// The agent's own caps (standalone mode, or an unknown tenant with its policy).
+    LocalCaps,
     /// An allotment leased from the coordinator, valid until the lease runs out.
-    Leased,
+    Lease,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Tenant {
     pub limits: Limits,
     pub quota_version: u64,
-    pub source: Source,
+    pub budget_from: BudgetFrom,
     /// What this node may use: the allotment (leased) or the node caps (local).
     pub allotment: Amounts,
     /// Part of the allotment the coordinator asked back (a cap was lowered): not admitted
@@ -107,17 +33,14 @@ pub struct Tenant {
     /// Acquisitions and releases started plus those finished: odd while one is in flight.
     /// A heartbeat reply takes in the coordinator's allotment only if this did not change
     /// while it was on the way (otherwise the reply may predate that change).
-    #[serde(skip)]
     pub allotment_ops: u64,
     /// Tokens held by processes through the library.
     pub used: Amounts,
     /// Objects the kernel shows for this tenant that the library never admitted.
     pub unadmitted: Amounts,
-    #[serde(skip)]
     pub lease_valid_until: Option<Instant>,
     /// Budget usable while the lease cannot be proven alive (fail-static; zero: fail-closed).
     pub floor: Amounts,
-    #[serde(skip)]
     pub last_admission: Option<Instant>,
     /// Highest `used` recently, to size acquisitions.
     pub recent_peak: Amounts,
@@ -125,28 +48,27 @@ pub struct Tenant {
     pub denials: u64,
     /// After a failed acquisition, no new one before this (admissions are denied at once
     /// instead of each waiting for a coordinator that just said no or did not answer).
-    #[serde(skip)]
     pub acquire_backoff_until: Option<Instant>,
 }
 
 impl Tenant {
-    pub fn new(limits: Limits, source: Source) -> Tenant {
+    pub fn new(limits: Limits, budget_from: BudgetFrom) -> Tenant {
         Tenant {
-            allotment: match source {
-                Source::Local => limits.node,
-                Source::Leased => Amounts::default(),
+            allotment: match budget_from {
+                BudgetFrom::LocalCaps => limits.per_node.bound(),
+                BudgetFrom::Lease => Amounts::ZERO,
             },
-            owed: Amounts::default(),
+            owed: Amounts::ZERO,
             allotment_ops: 0,
             limits,
             quota_version: 0,
-            source,
-            used: Amounts::default(),
-            unadmitted: Amounts::default(),
+            budget_from,
+            used: Amounts::ZERO,
+            unadmitted: Amounts::ZERO,
             lease_valid_until: None,
-            floor: Amounts::default(),
+            floor: Amounts::ZERO,
             last_admission: None,
-            recent_peak: Amounts::default(),
+            recent_peak: Amounts::ZERO,
             admissions: 0,
             denials: 0,
             acquire_backoff_until: None,
@@ -161,36 +83,37 @@ impl Tenant {
         self.owed = reclaim.min(allotted);
     }
 
+    /// Takes in the tenant's quota (version `version`) from the coordinator.
+    pub fn take_quota(&mut self, limits: Limits, version: u64) {
+        self.limits = limits;
+        self.quota_version = version;
+    }
+
     /// Everything charged to the tenant on this node.
     pub fn charged(&self) -> Amounts {
-        self.used.add(self.unadmitted)
+        self.used.saturating_add(self.unadmitted)
     }
 
     pub fn lease_alive(&self, now: Instant) -> bool {
-        self.source == Source::Local || self.lease_valid_until.is_some_and(|t| now < t)
+        self.budget_from == BudgetFrom::LocalCaps || self.lease_valid_until.is_some_and(|t| now < t)
     }
 
     /// What may still be admitted on this node.
     pub fn headroom(&self, now: Instant) -> Amounts {
         let budget = if self.lease_alive(now) {
-            self.allotment.sub(self.owed)
+            self.allotment.saturating_sub(self.owed)
         } else {
             // Lease lost (or never granted): only the fail-static floor, zero when
             // fail-closed. A floor is the operator accepting that much overshoot per node.
             self.floor
         };
-        budget.min(self.limits.node).sub(self.charged())
+        budget
+            .min(self.limits.per_node.bound())
+            .saturating_sub(self.charged())
     }
 }
 
-/// Which resource a request is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Qp,
-    Mr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// `count` tokens (and `bytes` of MR budget) now held by the connection.
     Granted { count: u32, bytes: u64 },
@@ -200,8 +123,21 @@ pub enum Decision {
         used: u64,
         limit: u64,
     },
-    /// The allotment is short: ask the coordinator, then decide again.
-    NeedMore { want: Amounts, min: Amounts },
+    /// `tenant`'s allotment is short: ask the coordinator, then decide again.
+    NeedMore {
+        tenant: String,
+        want: Amounts,
+        min: Amounts,
+    },
+}
+
+/// Whether an admission short of allotment may ask the coordinator for more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The first try: a short allotment is `NeedMore`.
+    First,
+    /// After an acquisition: a short allotment is a denial.
+    Last,
 }
 
 /// One connected process.
@@ -238,7 +174,7 @@ impl Ledger {
             Conn {
                 pid,
                 tenant: tenant.to_string(),
-                held: Amounts::default(),
+                held: Amounts::ZERO,
             },
         );
     }
@@ -249,9 +185,9 @@ impl Ledger {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        conn.held = conn.held.add(held);
+        conn.held = conn.held.saturating_add(held);
         if let Some(t) = self.tenants.get_mut(&conn.tenant) {
-            t.used = t.used.add(held);
+            t.used = t.used.saturating_add(held);
         }
     }
 
@@ -259,14 +195,22 @@ impl Ledger {
     pub fn disconnect(&mut self, id: u64) -> Option<Conn> {
         let conn = self.conns.remove(&id)?;
         if let Some(t) = self.tenants.get_mut(&conn.tenant) {
-            t.used = t.used.sub(conn.held);
+            t.used = t.used.saturating_sub(conn.held);
         }
         Some(conn)
     }
 
-    /// Decides an admission for connection `id`: `count` objects (the first for the call
-    /// in progress, the rest ahead of demand) of `bytes` each for MRs.
-    pub fn admit(&mut self, id: u64, kind: Kind, count: u32, bytes: u64, now: Instant) -> Decision {
+    /// Decides an admission for connection `id`: `count` objects of `resource` (the first
+    /// for the call in progress, the rest ahead of demand), of `bytes` each for MRs.
+    pub fn admit(
+        &mut self,
+        id: u64,
+        resource: Resource,
+        count: u32,
+        bytes: u64,
+        now: Instant,
+        attempt: Attempt,
+    ) -> Decision {
         let Some(conn) = self.conns.get(&id) else {
             return Decision::Denied {
                 scope: "connection",
@@ -282,33 +226,16 @@ impl Ledger {
             };
         };
         let count = u64::from(count.max(1));
-        let room = t.headroom(now);
-        let proc_room = t.limits.process.sub(conn.held);
-        let (have, proc_have, one) = match kind {
-            Kind::Qp => (
-                room.qp,
-                proc_room.qp,
-                Amounts {
-                    qp: 1,
-                    ..Default::default()
-                },
-            ),
-            Kind::Mr => (
-                room.mr.min(room.mr_bytes / bytes.max(1)),
-                proc_room.mr.min(proc_room.mr_bytes / bytes.max(1)),
-                Amounts {
-                    qp: 0,
-                    mr: 1,
-                    mr_bytes: bytes,
-                },
-            ),
-        };
+        let one = Amounts::of(resource, 1, bytes);
+        let have = t.headroom(now).fits(resource, bytes);
+        let proc_room = t.limits.per_process.headroom(conn.held);
+        let proc_have = proc_room.fits(resource, bytes);
         if proc_have == 0 {
             t.denials += 1;
-            let (used, limit) = match kind {
-                Kind::Qp => (conn.held.qp, t.limits.process.qp),
-                Kind::Mr if proc_room.mr == 0 => (conn.held.mr, t.limits.process.mr),
-                Kind::Mr => (conn.held.mr_bytes, t.limits.process.mr_bytes),
+            let caps = t.limits.per_process.bound();
+            let (used, limit) = match resource {
+                Resource::Mr if proc_room.mr > 0 => (conn.held.mr_bytes, caps.mr_bytes),
+                r => (conn.held.count(r), caps.count(r)),
             };
             return Decision::Denied {
                 scope: "process",
@@ -317,22 +244,19 @@ impl Ledger {
             };
         }
         if have == 0 {
-            let node_room = t.limits.node.sub(t.charged());
-            let node_full = match kind {
-                Kind::Qp => node_room.qp == 0,
-                Kind::Mr => node_room.mr == 0 || node_room.mr_bytes < bytes,
-            };
+            let node_room = t.limits.per_node.headroom(t.charged());
+            let node_full = node_room.fits(resource, bytes) == 0;
             let backoff = t.acquire_backoff_until.is_some_and(|b| now < b);
-            if t.source == Source::Leased && !backoff && !node_full {
+            if attempt == Attempt::First
+                && t.budget_from == BudgetFrom::Lease
+                && !backoff
+                && !node_full
+            {
                 // Short of allotment (or of a live lease), not of caps: the coordinator may
                 // grant more, and an acquisition renews the lease.
-                let min = one;
-                let chunk = match kind {
-                    Kind::Qp => Amounts {
-                        qp: CHUNK_QP.max(t.recent_peak.qp / 2).max(count),
-                        ..Default::default()
-                    },
-                    Kind::Mr => Amounts {
+                let want = match resource {
+                    Resource::Qp => Amounts::qps(CHUNK_QP.max(t.recent_peak.qp / 2).max(count)),
+                    Resource::Mr => Amounts {
                         qp: 0,
                         mr: CHUNK_MR.max(t.recent_peak.mr / 2).max(count),
                         mr_bytes: CHUNK_BYTES
@@ -340,51 +264,43 @@ impl Ledger {
                             .max(bytes.saturating_mul(count)),
                     },
                 };
-                return Decision::NeedMore { want: chunk, min };
+                return Decision::NeedMore {
+                    tenant: conn.tenant.clone(),
+                    want,
+                    min: one,
+                };
             }
             t.denials += 1;
-            let charged = t.charged();
-            let (used, limit) = match (kind, node_full) {
-                (Kind::Qp, true) => (charged.qp, t.limits.node.qp),
-                (Kind::Mr, true) => (charged.mr, t.limits.node.mr),
-                (Kind::Qp, false) => (charged.qp, t.allotment.qp),
-                (Kind::Mr, false) => (charged.mr, t.allotment.mr),
+            let charged = t.charged().count(resource);
+            return if node_full {
+                Decision::Denied {
+                    scope: "node",
+                    used: charged,
+                    limit: t.limits.per_node.bound().count(resource),
+                }
+            } else {
+                Decision::Denied {
+                    scope: "tenant",
+                    used: charged,
+                    limit: t.allotment.count(resource),
+                }
             };
-            let scope = if node_full { "node" } else { "tenant" };
-            return Decision::Denied { scope, used, limit };
         }
         // The first token is for the call in progress. Tokens ahead of demand are charged to
         // the tenant while the process holds them, so they are earned: at most half of what
         // the process already holds (a process creating one or two QPs strands none, one
         // creating many saves most round trips and strands at most a third of its tokens),
         // and at most half of what is left, so one process cannot strand the node's budget.
-        let earned = match kind {
-            Kind::Qp => conn.held.qp,
-            Kind::Mr => conn.held.mr,
-        };
+        let earned = conn.held.count(resource);
         let ahead = (count - 1).min(have.saturating_sub(1) / 2).min(earned / 2);
         let granted = (1 + ahead).min(have).min(proc_have);
-        let take = match kind {
-            Kind::Qp => Amounts {
-                qp: granted,
-                ..Default::default()
-            },
-            Kind::Mr => Amounts {
-                qp: 0,
-                mr: granted,
-                mr_bytes: bytes.saturating_mul(granted),
-            },
-        };
-        t.used = t.used.add(take);
-        t.recent_peak = Amounts {
-            qp: t.recent_peak.qp.max(t.used.qp),
-            mr: t.recent_peak.mr.max(t.used.mr),
-            mr_bytes: t.recent_peak.mr_bytes.max(t.used.mr_bytes),
-        };
+        let take = Amounts::of(resource, granted, bytes);
+        t.used = t.used.saturating_add(take);
+        t.recent_peak = t.recent_peak.max(t.used);
         t.admissions += 1;
         t.last_admission = Some(now);
         let conn = self.conns.get_mut(&id).expect("looked up above");
-        conn.held = conn.held.add(take);
+        conn.held = conn.held.saturating_add(take);
         Decision::Granted {
             count: granted as u32,
             bytes: take.mr_bytes,
@@ -392,25 +308,22 @@ impl Ledger {
     }
 
     /// Connection `id` returns tokens; never more than it holds.
-    pub fn release(&mut self, id: u64, kind: Kind, count: u32, bytes: u64) {
+    pub fn release(&mut self, id: u64, resource: Resource, count: u32, bytes: u64) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let back = match kind {
-            Kind::Qp => Amounts {
-                qp: u64::from(count),
-                ..Default::default()
-            },
-            Kind::Mr => Amounts {
+        let back = match resource {
+            Resource::Qp => Amounts::qps(u64::from(count)),
+            Resource::Mr => Amounts {
                 qp: 0,
                 mr: u64::from(count),
                 mr_bytes: bytes,
             },
         }
         .min(conn.held);
-        conn.held = conn.held.sub(back);
+        conn.held = conn.held.saturating_sub(back);
         if let Some(t) = self.tenants.get_mut(&conn.tenant) {
-            t.used = t.used.sub(back);
+            t.used = t.used.saturating_sub(back);
         }
     }
 
@@ -420,9 +333,9 @@ impl Ledger {
     pub fn surplus(&self, now: Instant, idle: Duration) -> Vec<(String, Amounts)> {
         self.tenants
             .iter()
-            .filter(|(_, t)| t.source == Source::Leased)
+            .filter(|(_, t)| t.budget_from == BudgetFrom::Lease)
             .filter_map(|(name, t)| {
-                let spare = t.allotment.sub(t.charged());
+                let spare = t.allotment.saturating_sub(t.charged());
                 let idle = t
                     .last_admission
                     .is_none_or(|l| now.duration_since(l) >= idle);
@@ -435,11 +348,14 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
+    use rdmaq_model::Caps;
+
     use super::*;
 
-    fn ledger(limits: Limits, source: Source) -> Ledger {
+    fn ledger(limits: Limits, budget_from: BudgetFrom) -> Ledger {
         let mut l = Ledger::default();
-        l.tenants.insert("t".into(), Tenant::new(limits, source));
+        l.tenants
+            .insert("t".into(), Tenant::new(limits, budget_from));
         l.connect(1, 100, "t");
         l.connect(2, 200, "t");
         l
@@ -447,39 +363,54 @@ mod tests {
 
     fn qp_cap(node: u64, process: u64) -> Limits {
         Limits {
-            node: Amounts {
-                qp: node,
-                ..Amounts::UNLIMITED
+            per_node: Caps {
+                qp: Some(node),
+                ..Caps::NONE
             },
-            process: Amounts {
-                qp: process,
-                ..Amounts::UNLIMITED
+            per_process: Caps {
+                qp: Some(process),
+                ..Caps::NONE
             },
-            ..Limits::default()
+            ..Limits::NONE
         }
     }
 
     #[test]
     fn standalone_node_cap_is_shared_by_processes() {
         let now = Instant::now();
-        let mut l = ledger(qp_cap(5, 100), Source::Local);
+        let mut l = ledger(qp_cap(5, 100), BudgetFrom::LocalCaps);
         let grant = |count| Decision::Granted { count, bytes: 0 };
         // A process's first admissions are for the call alone; later ones bring tokens
         // ahead of demand, at most half as many as it holds and half of what remains.
-        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(1));
-        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(1));
-        assert_eq!(l.admit(1, Kind::Qp, 4, 0, now), grant(2));
-        assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
+        assert_eq!(
+            l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
+            grant(1)
+        );
+        assert_eq!(
+            l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
+            grant(1)
+        );
+        assert_eq!(
+            l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
+            grant(2)
+        );
+        assert_eq!(
+            l.admit(2, Resource::Qp, 4, 0, now, Attempt::First),
+            grant(1)
+        );
         assert!(matches!(
-            l.admit(2, Kind::Qp, 1, 0, now),
+            l.admit(2, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Denied {
                 scope: "node",
                 used: 5,
                 limit: 5
             }
         ));
-        l.release(1, Kind::Qp, 2, 0);
-        assert_eq!(l.admit(2, Kind::Qp, 4, 0, now), grant(1));
+        l.release(1, Resource::Qp, 2, 0);
+        assert_eq!(
+            l.admit(2, Resource::Qp, 4, 0, now, Attempt::First),
+            grant(1)
+        );
         // A process that dies returns what it held (2 left after its release).
         l.disconnect(1);
         assert_eq!(l.tenants["t"].used.qp, 2);
@@ -488,33 +419,36 @@ mod tests {
     #[test]
     fn per_process_cap_and_release_never_exceeds_holdings() {
         let now = Instant::now();
-        let mut l = ledger(qp_cap(100, 2), Source::Local);
+        let mut l = ledger(qp_cap(100, 2), BudgetFrom::LocalCaps);
         for _ in 0..2 {
             assert_eq!(
-                l.admit(1, Kind::Qp, 4, 0, now),
+                l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
                 Decision::Granted { count: 1, bytes: 0 }
             );
         }
         assert!(matches!(
-            l.admit(1, Kind::Qp, 1, 0, now),
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Denied {
                 scope: "process",
                 ..
             }
         ));
         // Releasing more than held (a confused or hostile client) frees only what it holds.
-        l.release(1, Kind::Qp, 50, 0);
+        l.release(1, Resource::Qp, 50, 0);
         assert_eq!(l.tenants["t"].used.qp, 0);
-        l.release(2, Kind::Qp, 50, 0);
+        l.release(2, Resource::Qp, 50, 0);
         assert_eq!(l.tenants["t"].used.qp, 0);
     }
 
     #[test]
     fn leased_budget_asks_for_more_then_fails_closed_when_the_lease_lapses() {
         let now = Instant::now();
-        let mut l = ledger(Limits::default(), Source::Leased);
+        let mut l = ledger(Limits::NONE, BudgetFrom::Lease);
         assert!(
-            matches!(l.admit(1, Kind::Qp, 1, 0, now), Decision::NeedMore { .. }),
+            matches!(
+                l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
+                Decision::NeedMore { .. }
+            ),
             "no lease yet: ask the coordinator"
         );
         let t = l.tenants.get_mut("t").unwrap();
@@ -524,15 +458,15 @@ mod tests {
         };
         t.lease_valid_until = Some(now + Duration::from_secs(5));
         assert_eq!(
-            l.admit(1, Kind::Qp, 1, 0, now),
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
         assert_eq!(
-            l.admit(1, Kind::Qp, 1, 0, now),
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
         assert!(matches!(
-            l.admit(1, Kind::Qp, 1, 0, now),
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::NeedMore {
                 min: Amounts { qp: 1, .. },
                 ..
@@ -540,12 +474,12 @@ mod tests {
         ));
         // The lease lapses and the coordinator cannot be reached (backoff after a failed
         // acquisition): nothing more, even after a release, unless a floor is set.
-        l.release(1, Kind::Qp, 1, 0);
+        l.release(1, Resource::Qp, 1, 0);
         let later = now + Duration::from_secs(6);
         l.tenants.get_mut("t").unwrap().acquire_backoff_until =
             Some(later + Duration::from_secs(1));
         assert!(matches!(
-            l.admit(1, Kind::Qp, 1, 0, later),
+            l.admit(1, Resource::Qp, 1, 0, later, Attempt::First),
             Decision::Denied { .. }
         ));
         l.tenants.get_mut("t").unwrap().floor = Amounts {
@@ -553,8 +487,37 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            l.admit(1, Kind::Qp, 1, 0, later),
+            l.admit(1, Resource::Qp, 1, 0, later, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
+        );
+    }
+
+    #[test]
+    fn after_an_acquisition_a_short_allotment_is_a_denial_naming_it() {
+        let now = Instant::now();
+        let mut l = ledger(Limits::NONE, BudgetFrom::Lease);
+        let t = l.tenants.get_mut("t").unwrap();
+        t.allotment = Amounts::qps(1);
+        t.lease_valid_until = Some(now + Duration::from_secs(5));
+        assert!(matches!(
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
+            Decision::Granted { count: 1, .. }
+        ));
+        assert_eq!(
+            l.admit(2, Resource::Qp, 1, 0, now, Attempt::First),
+            Decision::NeedMore {
+                tenant: "t".into(),
+                want: Amounts::qps(4),
+                min: Amounts::qps(1)
+            }
+        );
+        assert_eq!(
+            l.admit(2, Resource::Qp, 1, 0, now, Attempt::Last),
+            Decision::Denied {
+                scope: "tenant",
+                used: 1,
+                limit: 1
+            }
         );
     }
 
@@ -562,30 +525,42 @@ mod tests {
     fn mr_bytes_are_admitted_per_mr() {
         let now = Instant::now();
         let limits = Limits {
-            node: Amounts {
-                mr_bytes: 10 << 20,
-                ..Amounts::UNLIMITED
+            per_node: Caps {
+                mr_bytes: Some(10 << 20),
+                ..Caps::NONE
             },
-            ..Limits::default()
+            ..Limits::NONE
         };
-        let mut l = ledger(limits, Source::Local);
+        let mut l = ledger(limits, BudgetFrom::LocalCaps);
         let grant = |count, bytes| Decision::Granted { count, bytes };
         // 3 MiB MRs: 3 fit; after one, 2 are left: one for the call, none ahead (half of
         // the one left over rounds down).
-        assert_eq!(l.admit(1, Kind::Mr, 4, 3 << 20, now), grant(1, 3 << 20));
-        assert_eq!(l.admit(1, Kind::Mr, 4, 3 << 20, now), grant(1, 3 << 20));
-        assert_eq!(l.admit(2, Kind::Mr, 1, 2 << 20, now), grant(1, 2 << 20));
+        assert_eq!(
+            l.admit(1, Resource::Mr, 4, 3 << 20, now, Attempt::First),
+            grant(1, 3 << 20)
+        );
+        assert_eq!(
+            l.admit(1, Resource::Mr, 4, 3 << 20, now, Attempt::First),
+            grant(1, 3 << 20)
+        );
+        assert_eq!(
+            l.admit(2, Resource::Mr, 1, 2 << 20, now, Attempt::First),
+            grant(1, 2 << 20)
+        );
         assert!(matches!(
-            l.admit(2, Kind::Mr, 1, 3 << 20, now),
+            l.admit(2, Resource::Mr, 1, 3 << 20, now, Attempt::First),
             Decision::Denied { .. }
         ));
-        assert_eq!(l.admit(2, Kind::Mr, 1, 1 << 20, now), grant(1, 1 << 20));
+        assert_eq!(
+            l.admit(2, Resource::Mr, 1, 1 << 20, now, Attempt::First),
+            grant(1, 1 << 20)
+        );
     }
 
     #[test]
     fn idle_tenants_give_back_everything_they_do_not_use() {
         let now = Instant::now();
-        let mut l = ledger(Limits::default(), Source::Leased);
+        let mut l = ledger(Limits::NONE, BudgetFrom::Lease);
         let t = l.tenants.get_mut("t").unwrap();
         t.allotment = Amounts {
             qp: 8,
@@ -593,11 +568,11 @@ mod tests {
         };
         t.lease_valid_until = Some(now + Duration::from_secs(10));
         assert_eq!(
-            l.admit(1, Kind::Qp, 1, 0, now),
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
         assert_eq!(
-            l.admit(1, Kind::Qp, 4, 0, now),
+            l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
         assert!(
@@ -624,21 +599,21 @@ mod tests {
             qp,
             ..Default::default()
         };
-        let mut l = ledger(Limits::default(), Source::Leased);
+        let mut l = ledger(Limits::NONE, BudgetFrom::Lease);
         let t = l.tenants.get_mut("t").unwrap();
         t.take_in(qps(6), qps(4));
         t.lease_valid_until = Some(now + Duration::from_secs(10));
         // 6 allotted, 4 of them asked back: 2 may be admitted, and nothing is free to return.
         assert_eq!(
-            l.admit(1, Kind::Qp, 1, 0, now),
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
         assert_eq!(
-            l.admit(2, Kind::Qp, 1, 0, now),
+            l.admit(2, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
         assert!(matches!(
-            l.admit(2, Kind::Qp, 1, 0, now),
+            l.admit(2, Resource::Qp, 1, 0, now, Attempt::First),
             Decision::NeedMore { .. }
         ));
         // Busy (not idle), yet what is asked back and unused goes back: 4 of the 6.
@@ -658,13 +633,13 @@ mod tests {
     #[test]
     fn unadmitted_objects_count_against_the_budget() {
         let now = Instant::now();
-        let mut l = ledger(qp_cap(3, 100), Source::Local);
+        let mut l = ledger(qp_cap(3, 100), BudgetFrom::LocalCaps);
         l.tenants.get_mut("t").unwrap().unadmitted = Amounts {
             qp: 2,
             ..Default::default()
         };
         assert_eq!(
-            l.admit(1, Kind::Qp, 4, 0, now),
+            l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
             Decision::Granted { count: 1, bytes: 0 }
         );
     }
@@ -673,6 +648,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
+    use rdmaq_model::Caps;
 
     use super::*;
 
@@ -696,10 +672,7 @@ mod properties {
     }
 
     fn qps(qp: u64) -> Amounts {
-        Amounts {
-            qp,
-            ..Default::default()
-        }
+        Amounts::qps(qp)
     }
 
     proptest! {
@@ -713,12 +686,12 @@ mod properties {
         fn the_node_never_admits_beyond_its_budget(ops in prop::collection::vec(op(), 1..80)) {
             let now = Instant::now();
             let limits = Limits {
-                node: Amounts { qp: 9, ..Amounts::UNLIMITED },
-                process: Amounts { qp: 4, ..Amounts::UNLIMITED },
-                ..Limits::default()
+                per_node: Caps { qp: Some(9), ..Caps::NONE },
+                per_process: Caps { qp: Some(4), ..Caps::NONE },
+                ..Limits::NONE
             };
             let mut l = Ledger::default();
-            let mut t = Tenant::new(limits, Source::Leased);
+            let mut t = Tenant::new(limits, BudgetFrom::Lease);
             t.lease_valid_until = Some(now + Duration::from_secs(60));
             l.tenants.insert("t".into(), t);
             for op in ops {
@@ -730,15 +703,15 @@ mod properties {
                 let before = l.tenants["t"].charged();
                 match op {
                     Op::Admit(c, n) => {
-                        if let Decision::Granted { .. } = l.admit(c, Kind::Qp, n, 0, now) {
+                        if let Decision::Granted { .. } = l.admit(c, Resource::Qp, n, 0, now, Attempt::First) {
                             let t = &l.tenants["t"];
-                            let budget = t.allotment.sub(t.owed).min(t.limits.node);
+                            let budget = t.allotment.saturating_sub(t.owed).min(t.limits.per_node.bound());
                             prop_assert!(t.charged().qp <= budget.qp.max(before.qp),
                                 "granted to {} with a budget of {}", t.charged().qp, budget.qp);
                             prop_assert!(l.conns[&c].held.qp <= 4, "process cap");
                         }
                     }
-                    Op::Release(c, n) => l.release(c, Kind::Qp, n, 0),
+                    Op::Release(c, n) => l.release(c, Resource::Qp, n, 0),
                     Op::Disconnect(c) => { l.disconnect(c); }
                     Op::TakeIn(a, r) => l.tenants.get_mut("t").unwrap().take_in(qps(a), qps(r)),
                     Op::Unadmitted(u) => l.tenants.get_mut("t").unwrap().unadmitted = qps(u),

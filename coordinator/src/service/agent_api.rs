@@ -10,7 +10,7 @@ use super::{authz, convert, ok_reply, unexpected};
 use crate::{
     Error,
     cluster::Cluster,
-    state::{Command, Reply, validate},
+    state::{Amounts, Command, Reply, validate},
 };
 
 pub struct AgentService {
@@ -66,8 +66,8 @@ impl Agent for AgentService {
         let command = Command::Acquire {
             node: req.node,
             tenant: req.tenant,
-            want: convert::amounts_from_pb(req.want),
-            min: convert::amounts_from_pb(req.min),
+            want: Amounts::from_pb(req.want),
+            min: Amounts::from_pb(req.min),
         };
         match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
             Reply::Granted {
@@ -75,7 +75,7 @@ impl Agent for AgentService {
                 allotment,
                 quota,
             } => Ok(Response::new(pb::AcquireResponse {
-                granted: Some(convert::amounts_to_pb(granted)),
+                granted: granted.to_pb(),
                 quota: Some(convert::quota_to_pb(&allotment.tenant, &quota)),
                 allotment: Some(convert::allotment_to_pb(&allotment)),
             })),
@@ -93,7 +93,7 @@ impl Agent for AgentService {
         let command = Command::Release {
             node: req.node,
             tenant: req.tenant,
-            amounts: convert::amounts_from_pb(req.amounts),
+            amounts: Amounts::from_pb(req.amounts),
         };
         match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
             Reply::Released { allotment } => Ok(Response::new(pb::ReleaseResponse {
@@ -113,7 +113,7 @@ impl Agent for AgentService {
         let mut used = Vec::with_capacity(req.reports.len());
         for r in req.reports {
             validate::name("reports.tenant", &r.tenant).map_err(Error::Rejected)?;
-            used.push((r.tenant, convert::amounts_from_pb(r.used)));
+            used.push((r.tenant, Amounts::from_pb(r.used)));
         }
         let command = Command::Heartbeat {
             node: req.node,

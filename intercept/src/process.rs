@@ -1,0 +1,419 @@
+//! The process's admissions and its ledger of admitted objects. In agent mode the agent
+//! decides, through the process's token cache (`tokens.rs`) so that most calls need no
+//! round trip; in standalone mode (no agent socket, or the agent unreachable with the
+//! fail-open policy) the original design's per-process and host-wide caps apply
+//! (`standalone.rs`). Work-request caps, allowed QP types and creation rates apply in both,
+//! from the agent's hello or from the environment.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
+};
+
+use rdmaq_model::{Amounts, Limits, Resource, WrPolicy};
+use rdmaq_proto::intercept::{self as msg, Verdict, request, response};
+
+use crate::{
+    agent_conn::{AgentLink, Mode},
+    config::{AgentFailure, Config},
+    denial::Denial,
+    ffi::IbvQpCap,
+    log::log_at,
+    rate::Bucket,
+    standalone::{self, HostCap},
+    tokens::{PREFETCH, Surplus, TokenCache},
+};
+
+/// Who admitted an object, so that its release goes back to the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmittedBy {
+    /// The standalone caps; `host` if it holds a slot in the host-wide QP table.
+    Standalone { host: bool },
+    /// The agent (a token).
+    Agent,
+}
+
+/// Objects are keyed by their address: already unique and well spread, so a multiplicative
+/// mix is all the hashing they need (SipHash would cost more than the rest of an admission).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.0 = (v as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_right(17);
+    }
+}
+
+type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
+type AddrSet = HashSet<usize, BuildHasherDefault<AddrHasher>>;
+
+/// Counts of what the process holds, for tests and reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub qps: u64,
+    pub mrs: u64,
+    pub mr_bytes: u64,
+    pub cqs: u64,
+    pub pds: u64,
+}
+
+pub struct Process {
+    pub cfg: Config,
+    qps: AddrMap<AdmittedBy>,
+    mrs: AddrMap<(AdmittedBy, u64)>,
+    /// Admitted, creation in progress (counted against the limits until it resolves).
+    pending: Amounts,
+    bytes_held: u64,
+    cqs: AddrSet,
+    pds: AddrSet,
+    host: HostCap,
+    qp_rate: Option<Bucket>,
+    mr_rate: Option<Bucket>,
+    agent: AgentLink,
+    tokens: TokenCache,
+}
+
+impl Process {
+    pub fn new(cfg: Config) -> Process {
+        Process {
+            qp_rate: cfg.limits.qp_create_per_sec.map(Bucket::new),
+            mr_rate: cfg.limits.mr_create_per_sec.map(Bucket::new),
+            cfg,
+            qps: AddrMap::default(),
+            mrs: AddrMap::default(),
+            pending: Amounts::ZERO,
+            bytes_held: 0,
+            cqs: AddrSet::default(),
+            pds: AddrSet::default(),
+            host: HostCap::default(),
+            agent: AgentLink::NotTried,
+            tokens: TokenCache::default(),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            qps: self.qps.len() as u64,
+            mrs: self.mrs.len() as u64,
+            mr_bytes: self.bytes_held,
+            cqs: self.cqs.len() as u64,
+            pds: self.pds.len() as u64,
+        }
+    }
+
+    /// What the process holds, creations in progress included.
+    fn held(&self) -> Amounts {
+        Amounts {
+            qp: self.qps.len() as u64,
+            mr: self.mrs.len() as u64,
+            mr_bytes: self.bytes_held,
+        }
+        .saturating_add(self.pending)
+    }
+
+    /// Whether the agent decides (`true`), or the standalone caps; `Err` when agent mode is
+    /// on, the agent cannot be reached and the policy is fail-closed.
+    fn agent_decides(&mut self) -> Result<bool, Denial> {
+        let held = Amounts {
+            qp: self.qps.len() as u64,
+            mr: self.mrs.len() as u64,
+            mr_bytes: self.bytes_held,
+        };
+        let tokens = &mut self.tokens;
+        match self.agent.mode(&self.cfg, held, || {
+            // Tokens of an earlier connection (an agent that restarted) are not the new
+            // agent's; what the process holds was just claimed instead.
+            *tokens = TokenCache::default();
+        }) {
+            Mode::Agent => Ok(true),
+            Mode::Standalone => Ok(false),
+            Mode::AgentDown => match self.cfg.agent_failure {
+                AgentFailure::Open => Ok(false),
+                AgentFailure::Closed => Err(Denial::AgentUnavailable),
+            },
+        }
+    }
+
+    /// The in-process limits: the agent's when connected, else the environment's.
+    fn limits(&self) -> (&Limits, Option<&[u32]>) {
+        match self.agent.limits() {
+            Some(a) => (
+                &a.limits,
+                (!a.allowed_qp_types.is_empty()).then_some(&a.allowed_qp_types[..]),
+            ),
+            None => (&self.cfg.limits, self.cfg.allowed_qp_types.as_deref()),
+        }
+    }
+
+    /// Takes a creation token from the rate bucket of `resource`, if it has a rate.
+    fn rate_ok(&mut self, resource: Resource) -> bool {
+        let per_sec = match resource {
+            Resource::Qp => self.limits().0.qp_create_per_sec,
+            Resource::Mr => self.limits().0.mr_create_per_sec,
+        };
+        let bucket = match resource {
+            Resource::Qp => &mut self.qp_rate,
+            Resource::Mr => &mut self.mr_rate,
+        };
+        match per_sec {
+            Some(r) => bucket.get_or_insert_with(|| Bucket::new(r)).take(),
+            None => bucket.as_mut().is_none_or(Bucket::take),
+        }
+    }
+
+    // ------------------------------------------------------------------ admission
+
+    /// Decides a QP creation. May lower `cap`'s work-request depths (clamp policy).
+    pub fn admit_qp(&mut self, cap: &mut IbvQpCap, qp_type: u32) -> Result<AdmittedBy, Denial> {
+        let agent = self.agent_decides()?;
+        self.check_qp_shape(cap, qp_type)?;
+        if !self.rate_ok(Resource::Qp) {
+            return Err(Denial::Rate { resource: "qp" });
+        }
+        let by = if agent {
+            self.admit_by_agent(Resource::Qp, 0)?
+        } else {
+            standalone::check_process(&self.cfg.limits, Resource::Qp, 0, self.held())?;
+            AdmittedBy::Standalone {
+                host: self.host.reserve(&self.cfg)?,
+            }
+        };
+        self.pending.qp += 1;
+        Ok(by)
+    }
+
+    pub fn admit_mr(&mut self, bytes: u64) -> Result<AdmittedBy, Denial> {
+        let agent = self.agent_decides()?;
+        if !self.rate_ok(Resource::Mr) {
+            return Err(Denial::Rate { resource: "mr" });
+        }
+        let by = if agent {
+            self.admit_by_agent(Resource::Mr, bytes)?
+        } else {
+            standalone::check_process(&self.cfg.limits, Resource::Mr, bytes, self.held())?;
+            AdmittedBy::Standalone { host: false }
+        };
+        self.pending = self
+            .pending
+            .saturating_add(Amounts::of(Resource::Mr, 1, bytes));
+        Ok(by)
+    }
+
+    fn check_qp_shape(&self, cap: &mut IbvQpCap, qp_type: u32) -> Result<(), Denial> {
+        let (limits, allowed) = self.limits();
+        if let Some(types) = allowed
+            && !types.contains(&qp_type)
+        {
+            return Err(Denial::Policy {
+                reason: format!("QP type {qp_type} is not in the allowed list {types:?}"),
+            });
+        }
+        for (name, asked, limit) in [
+            ("max_send_wr", &mut cap.max_send_wr, limits.max_send_wr),
+            ("max_recv_wr", &mut cap.max_recv_wr, limits.max_recv_wr),
+        ] {
+            if let Some(limit) = limit
+                && *asked > limit
+            {
+                if limits.wr_policy == WrPolicy::Deny {
+                    return Err(Denial::Quota {
+                        resource: "qp",
+                        scope: name,
+                        used: u64::from(*asked),
+                        limit: u64::from(limit),
+                    });
+                }
+                log_at!(&self.cfg, Info, "qp {name} {} clamped to {limit}", *asked);
+                *asked = limit;
+            }
+        }
+        Ok(())
+    }
+
+    /// One object from the agent: a cached token, or a round trip that brings a few more.
+    fn admit_by_agent(&mut self, resource: Resource, bytes: u64) -> Result<AdmittedBy, Denial> {
+        if self.tokens.take(resource, bytes) {
+            return Ok(AdmittedBy::Agent);
+        }
+        let reply = self
+            .agent
+            .call(
+                &self.cfg,
+                request::Body::Admit(msg::Admit {
+                    resource: resource.to_wire() as i32,
+                    bytes,
+                    prefetch: PREFETCH,
+                    ..Default::default()
+                }),
+            )
+            .ok_or(Denial::AgentUnavailable)?;
+        let (count, granted_bytes) = verdict(resource, reply)?;
+        self.tokens.granted(resource, count, granted_bytes, bytes);
+        Ok(AdmittedBy::Agent)
+    }
+
+    // ------------------------------------------------------------------ outcomes
+
+    pub fn commit_qp(&mut self, qp: usize, by: AdmittedBy) {
+        self.pending.qp = self.pending.qp.saturating_sub(1);
+        self.qps.insert(qp, by);
+    }
+
+    /// The creation failed after admission: give the budget back.
+    pub fn abort_qp(&mut self, by: AdmittedBy) {
+        self.pending.qp = self.pending.qp.saturating_sub(1);
+        self.give_back(Resource::Qp, by, 0);
+    }
+
+    /// A QP was destroyed. Unknown pointers (created before the library was active) are
+    /// ignored.
+    pub fn release_qp(&mut self, qp: usize) {
+        if let Some(by) = self.qps.remove(&qp) {
+            self.give_back(Resource::Qp, by, 0);
+        }
+    }
+
+    pub fn commit_mr(&mut self, mr: usize, by: AdmittedBy, bytes: u64) {
+        self.pending = self
+            .pending
+            .saturating_sub(Amounts::of(Resource::Mr, 1, bytes));
+        self.bytes_held += bytes;
+        self.mrs.insert(mr, (by, bytes));
+    }
+
+    pub fn abort_mr(&mut self, by: AdmittedBy, bytes: u64) {
+        self.pending = self
+            .pending
+            .saturating_sub(Amounts::of(Resource::Mr, 1, bytes));
+        self.give_back(Resource::Mr, by, bytes);
+    }
+
+    pub fn release_mr(&mut self, mr: usize) {
+        if let Some((by, bytes)) = self.mrs.remove(&mr) {
+            self.bytes_held = self.bytes_held.saturating_sub(bytes);
+            self.give_back(Resource::Mr, by, bytes);
+        }
+    }
+
+    /// `ibv_rereg_mr` changed the length of a registered MR.
+    pub fn resize_mr(&mut self, mr: usize, bytes: u64) {
+        if let Some((_, old)) = self.mrs.get_mut(&mr) {
+            self.bytes_held = self.bytes_held - *old + bytes;
+            *old = bytes;
+        }
+    }
+
+    fn give_back(&mut self, resource: Resource, by: AdmittedBy, bytes: u64) {
+        match by {
+            AdmittedBy::Standalone { host: true } => self.host.release(&self.cfg),
+            AdmittedBy::Standalone { host: false } => {}
+            AdmittedBy::Agent => {
+                let live = match resource {
+                    Resource::Qp => self.qps.len(),
+                    Resource::Mr => self.mrs.len(),
+                };
+                if let Some(surplus) = self.tokens.returned(resource, bytes, live) {
+                    self.return_tokens(resource, surplus);
+                }
+            }
+        }
+    }
+
+    fn return_tokens(&mut self, resource: Resource, s: Surplus) {
+        if s == Surplus::default() {
+            return;
+        }
+        let _ = self.agent.call(
+            &self.cfg,
+            request::Body::Release(msg::Release {
+                resource: resource.to_wire() as i32,
+                count: s.count,
+                bytes: s.bytes,
+            }),
+        );
+    }
+
+    /// At exit: unused tokens go back to the agent.
+    pub fn return_all_tokens(&mut self) {
+        for (resource, surplus) in self.tokens.drain() {
+            self.return_tokens(resource, surplus);
+        }
+    }
+
+    // ------------------------------------------------------------------ CQs, PDs
+
+    pub fn note_cq(&mut self, cq: usize, created: bool) {
+        let changed = if created {
+            self.cqs.insert(cq)
+        } else {
+            self.cqs.remove(&cq)
+        };
+        if changed {
+            self.report(msg::Resource::Cq, created);
+        }
+    }
+
+    pub fn note_pd(&mut self, pd: usize, created: bool) {
+        let changed = if created {
+            self.pds.insert(pd)
+        } else {
+            self.pds.remove(&pd)
+        };
+        if changed {
+            self.report(msg::Resource::Pd, created);
+        }
+    }
+
+    /// CQs and PDs are not capped; the agent is told so that it reports them with the rest.
+    fn report(&mut self, resource: msg::Resource, created: bool) {
+        if !self.agent.connected() {
+            return;
+        }
+        let body = if created {
+            request::Body::Admit(msg::Admit {
+                resource: resource as i32,
+                ..Default::default()
+            })
+        } else {
+            request::Body::Release(msg::Release {
+                resource: resource as i32,
+                count: 1,
+                bytes: 0,
+            })
+        };
+        let _ = self.agent.call(&self.cfg, body);
+    }
+}
+
+/// Interprets an Admit reply: (tokens, bytes) granted, or the denial.
+fn verdict(resource: Resource, reply: response::Body) -> Result<(u32, u64), Denial> {
+    let response::Body::Admit(a) = reply else {
+        return Err(Denial::AgentUnavailable);
+    };
+    let name = resource.name();
+    match Verdict::try_from(a.verdict) {
+        Ok(Verdict::Allow | Verdict::Clamped) if a.granted > 0 => Ok((a.granted, a.granted_bytes)),
+        Ok(Verdict::DenyRate) => Err(Denial::Rate { resource: name }),
+        Ok(Verdict::DenyPolicy) => Err(Denial::Policy {
+            reason: format!("the agent refused this {name}"),
+        }),
+        _ => Err(Denial::Quota {
+            resource: name,
+            scope: "tenant",
+            used: a.used,
+            limit: a.limit,
+        }),
+    }
+}

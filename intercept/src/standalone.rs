@@ -1,0 +1,165 @@
+//! Standalone mode's caps (no agent: the original design's environment variables): QPs,
+//! MRs and MR bytes per process, checked against what the process holds, and QPs per host,
+//! through the host-wide table in shared memory.
+
+use rdmaq_model::{Amounts, Limits, Resource};
+
+use crate::{
+    config::Config,
+    denial::Denial,
+    host::{HostTable, Reserve},
+    log::log_at,
+};
+
+/// Checks the per-process caps for one more object of `resource` pinning `bytes`, given
+/// what the process holds (`held`, creations in progress included).
+pub fn check_process(
+    limits: &Limits,
+    resource: Resource,
+    bytes: u64,
+    held: Amounts,
+) -> Result<(), Denial> {
+    let caps = limits.per_process.bound();
+    let name = resource.name();
+    let count = held.count(resource);
+    if count >= caps.count(resource) {
+        return Err(Denial::Quota {
+            resource: name,
+            scope: "process",
+            used: count,
+            limit: caps.count(resource),
+        });
+    }
+    if resource == Resource::Mr && held.mr_bytes.saturating_add(bytes) > caps.mr_bytes {
+        return Err(Denial::Quota {
+            resource: "mr bytes",
+            scope: "process",
+            used: held.mr_bytes,
+            limit: caps.mr_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The host-wide QP cap, through the table shared by every process on the host.
+#[derive(Default)]
+pub struct HostCap {
+    table: Option<HostTable>,
+}
+
+impl HostCap {
+    /// Reserves a QP on the host; `Ok(true)` if the process now holds a slot for it (to be
+    /// given back with `release`), `Ok(false)` if the host cap could not be applied.
+    pub fn reserve(&mut self, cfg: &Config) -> Result<bool, Denial> {
+        let Some(limit) = cfg.limits.per_node.qp else {
+            return Ok(false);
+        };
+        if self.table.is_none() {
+            match HostTable::open(&cfg.host_state) {
+                Ok(t) => self.table = Some(t),
+                Err(e) => {
+                    log_at!(
+                        cfg,
+                        Warn,
+                        "host QP table {} unavailable ({e}); host-wide cap not enforced",
+                        cfg.host_state.display()
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        let table = self.table.as_ref().expect("opened above");
+        match table.add(1, limit) {
+            Ok(Reserve::Granted) => Ok(true),
+            Ok(Reserve::Full { used, limit }) => Err(Denial::Quota {
+                resource: "qp",
+                scope: "host",
+                used,
+                limit,
+            }),
+            Err(e) => {
+                log_at!(cfg, Warn, "host QP table: {e}; host-wide cap not enforced");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Gives back a QP reserved with `reserve`.
+    pub fn release(&self, cfg: &Config) {
+        if let Some(t) = &self.table
+            && let Err(e) = t.add(-1, u64::MAX)
+        {
+            log_at!(cfg, Warn, "host QP table: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdmaq_model::Caps;
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            per_process: Caps {
+                qp: Some(2),
+                mr: Some(3),
+                mr_bytes: Some(10 << 20),
+            },
+            ..Limits::NONE
+        }
+    }
+
+    #[test]
+    fn the_process_caps_count_what_it_holds() {
+        let l = limits();
+        assert!(check_process(&l, Resource::Qp, 0, Amounts::qps(1)).is_ok());
+        assert_eq!(
+            check_process(&l, Resource::Qp, 0, Amounts::qps(2)),
+            Err(Denial::Quota {
+                resource: "qp",
+                scope: "process",
+                used: 2,
+                limit: 2
+            })
+        );
+        // MRs: by count, then by bytes (the new MR's bytes included).
+        let held = Amounts {
+            qp: 0,
+            mr: 3,
+            mr_bytes: 0,
+        };
+        assert!(matches!(
+            check_process(&l, Resource::Mr, 1, held),
+            Err(Denial::Quota { resource: "mr", .. })
+        ));
+        let held = Amounts {
+            qp: 0,
+            mr: 1,
+            mr_bytes: 6 << 20,
+        };
+        assert!(check_process(&l, Resource::Mr, 4 << 20, held).is_ok());
+        assert_eq!(
+            check_process(&l, Resource::Mr, (4 << 20) + 1, held),
+            Err(Denial::Quota {
+                resource: "mr bytes",
+                scope: "process",
+                used: 6 << 20,
+                limit: 10 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn no_caps_no_denials() {
+        let held = Amounts {
+            qp: 1 << 40,
+            mr: 1 << 40,
+            mr_bytes: 1 << 60,
+        };
+        for r in [Resource::Qp, Resource::Mr] {
+            assert!(check_process(&Limits::NONE, r, 1 << 30, held).is_ok());
+        }
+    }
+}

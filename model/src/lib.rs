@@ -1,0 +1,18 @@
+//! rdmaq's domain model, one shape for each idea every crate shares: amounts of the held
+//! resources ([`Amounts`], one per [`Dim`]), caps on them ([`Caps`]), a tenant's [`Limits`]
+//! at each scope (cluster, node, process, QP), the kinds of object admitted
+//! ([`Resource`]) and the work-request policy ([`WrPolicy`]), with their conversions to and
+//! from the wire types of `rdmaq-proto`. No I/O, no clocks, no locks: the coordinator's
+//! state machine, the agent's ledger, the intercept library and the CLI all compute with
+//! these.
+#![forbid(unsafe_code)]
+
+mod amounts;
+mod limits;
+#[cfg(feature = "pb")]
+mod pb;
+mod resource;
+
+pub use amounts::{Amounts, Caps, Dim};
+pub use limits::{Limits, WrPolicy};
+pub use resource::Resource;
