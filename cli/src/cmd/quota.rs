@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use rdmaq_common::units::{parse_rate, parse_size};
+use rdmaq_model::{Limits, WrPolicy};
 use rdmaq_proto::v1 as pb;
 
 use crate::{
@@ -72,34 +73,27 @@ pub struct SetArgs {
 }
 
 impl SetArgs {
-    fn apply_to(&self, l: &mut pb::Limits) {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if self.$f.is_some() { l.$f = self.$f; } )* };
-        }
-        take!(
-            max_qp,
-            max_mr,
-            max_mr_bytes,
-            max_qp_per_node,
-            max_mr_per_node,
-            max_mr_bytes_per_node,
-            max_qp_per_process,
-            max_mr_per_process,
-            max_mr_bytes_per_process,
-            max_send_wr,
-            max_recv_wr
-        );
-        if self.qp_create_rate.is_some() {
-            l.qp_create_per_sec = self.qp_create_rate;
-        }
-        if self.mr_create_rate.is_some() {
-            l.mr_create_per_sec = self.mr_create_rate;
-        }
+    /// The caps given on the command line, over `l`.
+    fn apply_to(&self, l: &mut Limits) {
+        let over = |cap: &mut Option<u64>, given: Option<u64>| *cap = given.or(*cap);
+        over(&mut l.cluster.qp, self.max_qp);
+        over(&mut l.cluster.mr, self.max_mr);
+        over(&mut l.cluster.mr_bytes, self.max_mr_bytes);
+        over(&mut l.per_node.qp, self.max_qp_per_node);
+        over(&mut l.per_node.mr, self.max_mr_per_node);
+        over(&mut l.per_node.mr_bytes, self.max_mr_bytes_per_node);
+        over(&mut l.per_process.qp, self.max_qp_per_process);
+        over(&mut l.per_process.mr, self.max_mr_per_process);
+        over(&mut l.per_process.mr_bytes, self.max_mr_bytes_per_process);
+        l.max_send_wr = self.max_send_wr.or(l.max_send_wr);
+        l.max_recv_wr = self.max_recv_wr.or(l.max_recv_wr);
+        l.qp_create_per_sec = self.qp_create_rate.or(l.qp_create_per_sec);
+        l.mr_create_per_sec = self.mr_create_rate.or(l.mr_create_per_sec);
         if let Some(p) = self.wr_policy {
             l.wr_policy = match p {
-                WrPolicyArg::Clamp => pb::WrPolicy::Clamp,
-                WrPolicyArg::Deny => pb::WrPolicy::Deny,
-            } as i32;
+                WrPolicyArg::Clamp => WrPolicy::Clamp,
+                WrPolicyArg::Deny => WrPolicy::Deny,
+            };
         }
     }
 }
@@ -107,7 +101,7 @@ impl SetArgs {
 pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<String> {
     match cmd {
         QuotaCmd::Set(args) => {
-            let mut limits = pb::Limits::default();
+            let mut limits = Limits::NONE;
             if !args.replace {
                 let tenant = args.tenant.clone();
                 match ctx
@@ -118,7 +112,7 @@ pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<String> {
                     })
                     .await
                 {
-                    Ok(q) => limits = q.limits.unwrap_or_default(),
+                    Ok(q) => limits = Limits::of_quota(&q),
                     Err(crate::client::ClientError::Status(s))
                         if s.code() == tonic::Code::NotFound => {}
                     Err(e) => return Err(e.into()),
@@ -127,7 +121,7 @@ pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<String> {
             args.apply_to(&mut limits);
             let req = pb::SetQuotaRequest {
                 tenant: args.tenant.clone(),
-                limits: Some(limits),
+                limits: Some((&limits).into()),
             };
             let q = ctx
                 .endpoints
@@ -196,19 +190,19 @@ fn render(format: Format, quotas: &[pb::Quota]) -> String {
         "VERSION",
     ]);
     for q in quotas {
-        let l = q.limits.unwrap_or_default();
+        let l = Limits::of_quota(q);
         let small = |v: Option<u32>| cap(v.map(u64::from));
         t.row(vec![
             q.tenant.clone(),
-            cap(l.max_qp),
-            cap(l.max_mr),
-            cap_bytes(l.max_mr_bytes),
-            cap(l.max_qp_per_node),
-            cap(l.max_mr_per_node),
-            cap_bytes(l.max_mr_bytes_per_node),
-            cap(l.max_qp_per_process),
-            cap(l.max_mr_per_process),
-            cap_bytes(l.max_mr_bytes_per_process),
+            cap(l.cluster.qp),
+            cap(l.cluster.mr),
+            cap_bytes(l.cluster.mr_bytes),
+            cap(l.per_node.qp),
+            cap(l.per_node.mr),
+            cap_bytes(l.per_node.mr_bytes),
+            cap(l.per_process.qp),
+            cap(l.per_process.mr),
+            cap_bytes(l.per_process.mr_bytes),
             small(l.max_send_wr),
             small(l.max_recv_wr),
             small(l.qp_create_per_sec),

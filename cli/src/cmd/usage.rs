@@ -3,6 +3,7 @@
 
 use std::{io::IsTerminal, time::Duration};
 
+use rdmaq_model::{Amounts, Limits};
 use rdmaq_proto::v1 as pb;
 
 use crate::{
@@ -111,23 +112,23 @@ fn render(ctx: &Ctx, r: &pb::UsageResponse) -> String {
         "STATE",
     ]);
     for u in &r.tenants {
-        let l = u.limits.unwrap_or_default();
-        let (used, allot) = (u.used.unwrap_or_default(), u.allotted.unwrap_or_default());
+        let l = u.limits.as_ref().map(Limits::from).unwrap_or_default();
+        let (used, allot) = (Amounts::from_pb(u.used), Amounts::from_pb(u.allotted));
         t.row(vec![
             u.tenant.clone(),
             "(all)".into(),
             used.qp.to_string(),
             allot.qp.to_string(),
-            cap(l.max_qp),
+            cap(l.cluster.qp),
             used.mr.to_string(),
-            cap(l.max_mr),
+            cap(l.cluster.mr),
             bytes(used.mr_bytes),
-            cap_bytes(l.max_mr_bytes),
+            cap_bytes(l.cluster.mr_bytes),
             String::new(),
             if u.over_quota { "OVER QUOTA" } else { "ok" }.into(),
         ]);
         for n in &u.nodes {
-            let (used, allot) = (n.used.unwrap_or_default(), n.allotted.unwrap_or_default());
+            let (used, allot) = (Amounts::from_pb(n.used), Amounts::from_pb(n.allotted));
             t.row(vec![
                 String::new(),
                 n.node.clone(),
