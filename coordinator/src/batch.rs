@@ -1,17 +1,88 @@
-//! Group commit: concurrent proposals (agents' acquires, releases and heartbeats, admin
-//! writes) are gathered into one Raft log entry, so that a burst of N requests costs one
-//! append, one fsync and one replication round instead of N. A few batches may be in flight
-//! at once, so that the log stays busy while earlier batches commit.
+//! The proposal path, all of it: concurrent proposals (agents' acquires, releases and
+//! heartbeats, admin writes) are gathered into one Raft log entry (group commit), so that a
+//! burst of N requests costs one append, one fsync and one replication round instead of N;
+//! the entry is written on the leader, or forwarded to it from a follower. A few batches may
+//! be in flight at once, so that the log stays busy while earlier batches commit.
 
-use std::sync::{Arc, Weak};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
     Error,
-    cluster::Cluster,
-    state::{Proposal, Reply},
+    forward::{ForwardReply, Forwarded, Forwarder, unexpected},
+    raft::{Raft, with_quorum},
+    state::{LeasePolicy, Proposal, Reply, Request},
 };
+
+/// This member's wall clock, which stamps the entries it writes as the leader.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Writes proposals to the log as one entry.
+pub struct Writer {
+    pub raft: Raft,
+    pub policy: LeasePolicy,
+    /// How long a write may wait for a quorum before it fails as unavailable.
+    pub quorum_timeout: Duration,
+    pub forwarder: Arc<Forwarder>,
+}
+
+impl Writer {
+    /// Writes `proposals` as one log entry stamped with this member's clock; on a follower,
+    /// the leader does it (and stamps its own).
+    pub async fn write(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
+        let request = Request {
+            now_ms: now_ms(),
+            policy: self.policy,
+            proposals,
+        };
+        match with_quorum(
+            self.quorum_timeout,
+            "write",
+            self.raft.client_write(request.clone()),
+        )
+        .await?
+        {
+            Ok(resp) => Ok(resp.data.replies),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match self
+                    .forwarder
+                    .forward(&f, Forwarded::Propose(request.proposals))
+                    .await?
+                {
+                    ForwardReply::Replies(r) => Ok(r),
+                    other => Err(unexpected(other)),
+                }
+            }
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    /// Writes a follower's forwarded proposals here, stamped with this member's clock (the
+    /// leader's: expiry time comes from the leader only); `Error::NoLeader` if this member
+    /// is not the leader (any more).
+    pub async fn write_here(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
+        let request = Request {
+            now_ms: now_ms(),
+            policy: self.policy,
+            proposals,
+        };
+        match self.raft.client_write(request).await {
+            Ok(resp) => Ok(resp.data.replies),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NoLeader),
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+}
 
 /// Most proposals in one log entry (a few hundred bytes each).
 const MAX_BATCH: usize = 512;
@@ -27,15 +98,21 @@ type Waiting = (Proposal, oneshot::Sender<Result<Reply, Error>>);
 /// The proposing side: `Cluster::propose` sends here.
 pub struct Batcher {
     tx: mpsc::Sender<Waiting>,
+    writer: Arc<Writer>,
 }
 
 impl Batcher {
-    /// A batcher for the cluster that will be known through `cluster` (set once the
-    /// cluster exists; the task stops when the cluster is dropped).
-    pub fn start(cluster: Weak<Cluster>) -> Batcher {
+    /// Starts the batching task, which writes through `writer` (it stops when the batcher
+    /// is dropped).
+    pub fn start(writer: Writer) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(cluster, rx));
-        Batcher { tx }
+        let writer = Arc::new(writer);
+        tokio::spawn(run(writer.clone(), rx));
+        Batcher { tx, writer }
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Proposes several (a follower's forwarded batch): they join the next batch here, so
@@ -71,7 +148,7 @@ impl Batcher {
     }
 }
 
-async fn run(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Waiting>) {
+async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Waiting>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Wait for a slot first: whatever arrives meanwhile joins this batch.
@@ -90,12 +167,10 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Waiting>) {
                 Err(_) => break,
             }
         }
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
+        let writer = writer.clone();
         tokio::spawn(async move {
             let (proposals, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match cluster.propose_all(proposals).await {
+            match writer.write(proposals).await {
                 Ok(replies) if replies.len() == waiting.len() => {
                     for (tx, reply) in waiting.into_iter().zip(replies) {
                         let _ = tx.send(Ok(reply));

@@ -6,6 +6,7 @@ mod batch;
 pub mod cluster;
 pub mod config;
 mod error;
+mod forward;
 pub mod metrics;
 pub mod raft;
 pub mod server;

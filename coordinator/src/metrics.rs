@@ -1,8 +1,13 @@
 //! Prometheus `/metrics`: the replicated counters (grants, denials, releases, reclaims),
-//! per-tenant cap / allotted / used, and this member's Raft view (term, indexes, leader).
-//! Everything is read at scrape time, so nothing is counted twice or goes stale.
+//! per-tenant cap / allotted / used, this member's Raft view (term, indexes, leader), and
+//! the calls the role checks refused. Everything is read at scrape time, so nothing is
+//! counted twice or goes stale.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
@@ -14,12 +19,37 @@ use prometheus_client::{
 
 use crate::{
     Error,
-    cluster::Cluster,
+    raft::{NodeId, Raft, store::SharedState},
     state::{Amounts, Dim},
 };
 
+/// Refused calls by (caller role, method); the role is "unauthenticated" when the caller's
+/// certificate names no rdmaq role.
+#[derive(Debug, Default)]
+pub struct Denials(Mutex<BTreeMap<(String, &'static str), u64>>);
+
+impl Denials {
+    pub fn count(&self, role: &str, method: &'static str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((role.to_string(), method)).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<((String, &'static str), u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// What a scrape reads: this member's Raft view, its applied state, its refusals.
+pub struct Sources {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub applied: SharedState,
+    pub denials: Arc<Denials>,
+}
+
 struct CoordinatorCollector {
-    cluster: Arc<Cluster>,
+    cluster: Sources,
 }
 
 impl std::fmt::Debug for CoordinatorCollector {
@@ -181,7 +211,7 @@ impl Collector for CoordinatorCollector {
 }
 
 /// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, cluster: Arc<Cluster>) -> Result<(), Error> {
+pub async fn serve(addr: SocketAddr, cluster: Sources) -> Result<(), Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(CoordinatorCollector { cluster }));
     let registry = Arc::new(registry);

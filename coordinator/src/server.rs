@@ -88,21 +88,14 @@ pub async fn run(
     )
     .await
     .map_err(|e| Error::Raft(e.to_string()))?;
-    let cluster = Arc::new(Cluster {
-        id: cfg.id,
+    let cluster = Arc::new(Cluster::new(
+        cfg.id,
         raft,
         applied,
-        policy: cfg.policy(),
-        quorum_timeout: Duration::from_millis(cfg.quorum_timeout_ms),
-        insecure: tls.is_none(),
-        tls: tls.clone(),
-        denials: Default::default(),
-        batcher: Default::default(),
-        peers: Default::default(),
-    });
-    let _ = cluster
-        .batcher
-        .set(crate::batch::Batcher::start(Arc::downgrade(&cluster)));
+        cfg.policy(),
+        Duration::from_millis(cfg.quorum_timeout_ms),
+        tls.clone(),
+    ));
 
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -113,9 +106,14 @@ pub async fn run(
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "member serving");
 
     if let Some(addr) = cfg.metrics_listen {
-        let c = cluster.clone();
+        let sources = crate::metrics::Sources {
+            id: cluster.id,
+            raft: cluster.raft.clone(),
+            applied: cluster.applied.clone(),
+            denials: cluster.denials.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, c).await {
+            if let Err(e) = crate::metrics::serve(addr, sources).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });

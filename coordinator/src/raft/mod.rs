@@ -4,7 +4,7 @@
 pub mod network;
 pub mod store;
 
-use std::io::Cursor;
+use std::{io::Cursor, time::Duration};
 
 use crate::state::{Request, Response};
 
@@ -26,3 +26,18 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Runs a Raft call that needs a quorum, failing as unavailable after `timeout` (so that a
+/// member cut off from the others refuses instead of hanging).
+pub async fn with_quorum<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, crate::Error> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| crate::Error::Timeout {
+            what: what.to_string(),
+            ms: timeout.as_millis() as u64,
+        })
+}

@@ -2,29 +2,12 @@
 //! once per connection by the TLS listener); every RPC checks them before doing anything,
 //! and a refusal is counted and names the role and the method.
 
-use std::{collections::BTreeMap, sync::Arc, sync::Mutex};
+use std::sync::Arc;
 
 use rdmaq_common::tls::{ConnInfo, Identity, Role};
 use tonic::{Request, Status};
 
 use crate::cluster::Cluster;
-
-/// Refused calls by (caller role, method); the role is "unauthenticated" when the caller's
-/// certificate names no rdmaq role.
-#[derive(Debug, Default)]
-pub struct Denials(Mutex<BTreeMap<(String, &'static str), u64>>);
-
-impl Denials {
-    fn count(&self, role: &str, method: &'static str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((role.to_string(), method)).or_default() += 1;
-    }
-
-    pub fn snapshot(&self) -> Vec<((String, &'static str), u64)> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-}
 
 fn deny<T>(
     cluster: &Cluster,
