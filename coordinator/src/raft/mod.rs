@@ -3,6 +3,8 @@
 
 pub mod network;
 pub mod store;
+#[cfg(test)]
+mod store_suite;
 
 use std::{io::Cursor, time::Duration};
 
