@@ -10,7 +10,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The multi-process and lab tests run the workspace's binaries (agent, coordinator, CLI,
 # the intercept library), which `cargo test` alone does not build.
 cargo build --workspace
-cargo test --workspace "$@"
+# Here the lab must run: a lab test that cannot start fails instead of skipping.
+RDMAQ_REQUIRE_LAB=1 cargo test --workspace "$@"
 
 # The lab must leave nothing behind.
 leftover=$(ip netns list | grep -c '^rdmaq-lab-' || true)

@@ -49,6 +49,7 @@ fn exec(tenant: &str, args: &str) -> String {
 
 #[test]
 fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let _agent = agent(
@@ -117,6 +118,7 @@ impl Drop for Coordinator {
 
 #[test]
 fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let dir = lab.dir().join("coordinator");
@@ -265,16 +267,19 @@ fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
 
 #[test]
 fn ebpf_monitor_sees_every_qp_and_mr_on_debian_6_1() {
+    rdmaq_lab::require_lab!();
     ebpf_sees_every_qp_and_mr(Kernel::Debian61);
 }
 
 #[test]
 fn ebpf_monitor_sees_every_qp_and_mr_on_debian_6_12() {
+    rdmaq_lab::require_lab!();
     ebpf_sees_every_qp_and_mr(Kernel::Debian612);
 }
 
 #[test]
 fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let _agent = agent(
@@ -347,6 +352,7 @@ fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() 
 
 #[test]
 fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let config =

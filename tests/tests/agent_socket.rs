@@ -292,10 +292,18 @@ fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
     // A stale socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap());
     assert!(dir.join("agent.sock").exists());
-    // Owner and group as configured (numeric; the tests run as root, so any will do).
+    // Owner and group as configured (numeric): any as root, else only one's own.
+    let (uid, gid) = if nix::unistd::geteuid().is_root() {
+        (1, 2)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    };
     std::fs::write(
         dir.join("agent.toml"),
-        "socket_mode = \"0660\"\nsocket_uid = 1\nsocket_gid = 2\n",
+        format!("socket_mode = \"0660\"\nsocket_uid = {uid}\nsocket_gid = {gid}\n"),
     )
     .unwrap();
     let mut child = Command::new(bins::bin("rdmaq-agent"))
@@ -326,7 +334,7 @@ fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "the agent did not replace the stale socket");
     assert_eq!(mode, 0o660);
-    assert_eq!(owner, (1, 2), "socket owner");
+    assert_eq!(owner, (uid, gid), "socket owner");
 }
 
 /// One thing a fuzzed client does on its connection.

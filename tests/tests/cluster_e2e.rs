@@ -13,6 +13,7 @@ use rdmaq_lab::{
 
 #[test]
 fn a_global_cap_holds_across_three_nodes() {
+    rdmaq_lab::require_lab!();
     let cl = ClusterLab::start(3, Kernel::from_env(), &[])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     let set = cl.cli(&["quota", "set", "t1", "--max-qp", "12"]);
@@ -95,6 +96,7 @@ fn a_global_cap_holds_across_three_nodes() {
 
 #[test]
 fn moving_demand_and_two_tenants() {
+    rdmaq_lab::require_lab!();
     let cl = ClusterLab::start(3, Kernel::from_env(), &[])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     for (tenant, cap) in [("t1", "8"), ("t2", "6")] {
@@ -132,6 +134,7 @@ fn moving_demand_and_two_tenants() {
 
 #[test]
 fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
+    rdmaq_lab::require_lab!();
     // Agents heartbeat only every 10 s here, so a refusal within a second of the change can
     // only come from the coordinator's quota-change stream, not from a periodic heartbeat.
     let slow_heartbeats = [
@@ -245,6 +248,7 @@ fn lowering_a_cap_holds_for_new_admissions_on_every_node_within_a_second() {
 
 #[test]
 fn real_traffic_between_two_nodes_completes_under_the_caps() {
+    rdmaq_lab::require_lab!();
     let cl = ClusterLab::start(3, Kernel::from_env(), &[])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     let set = cl.cli(&["quota", "set", "t1", "--max-qp", "6"]);

@@ -18,6 +18,7 @@ fn set_quota(cl: &ClusterLab, tenant: &str, qps: u64) {
 
 #[test]
 fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
+    rdmaq_lab::require_lab!();
     let mut cl = ClusterLab::start(3, Kernel::from_env(), &[])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     set_quota(&cl, "t1", 12);
@@ -78,6 +79,7 @@ fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
 
 #[test]
 fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
+    rdmaq_lab::require_lab!();
     let cl = ClusterLab::start(3, Kernel::from_env(), &["--lease-ttl-ms", "4000"])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     set_quota(&cl, "t1", 8);
@@ -118,6 +120,7 @@ fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
 
 #[test]
 fn a_program_without_the_library_is_charged_cluster_wide() {
+    rdmaq_lab::require_lab!();
     let cl = ClusterLab::start(3, Kernel::from_env(), &[])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     set_quota(&cl, "root", 10);

@@ -41,6 +41,7 @@ fn field<'a>(out: &'a HashMap<String, String>, key: &str) -> &'a str {
 
 #[test]
 fn standalone_caps_errno_and_counting() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let qp4 = "RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=4";
@@ -142,6 +143,7 @@ fn libc_edquot() -> i32 {
 
 #[test]
 fn host_wide_cap_holds_across_processes_and_sigkill_returns_budget() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let env = "RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_GLOBAL_QP=6";
@@ -189,6 +191,7 @@ fn host_wide_cap_holds_across_processes_and_sigkill_returns_budget() {
 
 #[test]
 fn threads_and_fork() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let cap3 = "RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 RDMA_INTERCEPT_MAX_QP_PER_PROCESS=3";
@@ -263,6 +266,7 @@ fn completed(out: &str) -> Vec<String> {
 
 #[test]
 fn real_programs_behave_the_same_under_the_library() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let a = n.addr();
@@ -364,6 +368,7 @@ fn real_programs_behave_the_same_under_the_library() {
 
 #[test]
 fn agent_mode_against_a_protocol_double() {
+    rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
     let double = bins::bin("agent-double").display().to_string();

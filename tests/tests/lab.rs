@@ -47,16 +47,19 @@ fn port_active(kernel: Kernel) {
 
 #[test]
 fn one_node_port_active_on_debian_6_1() {
+    rdmaq_lab::require_lab!();
     port_active(Kernel::Debian61);
 }
 
 #[test]
 fn one_node_port_active_on_debian_6_12() {
+    rdmaq_lab::require_lab!();
     port_active(Kernel::Debian612);
 }
 
 #[test]
 fn two_nodes_pingpong_then_cut_and_restore() {
+    rdmaq_lab::require_lab!();
     let lab = start(2, Kernel::from_env());
     pingpong(&lab, 2, 1).unwrap_or_else(|e| panic!("pingpong node1 -> node2: {e}"));
 
@@ -87,6 +90,7 @@ fn two_nodes_pingpong_then_cut_and_restore() {
 
 #[test]
 fn failing_command_reports_the_nodes_output() {
+    rdmaq_lab::require_lab!();
     let lab = start(1, Kernel::from_env());
     // The host's /tmp (where a checkout may live) is visible in the node, and writable there.
     let probe = lab.dir().join("probe");

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+pub mod available;
 pub use kernel::Kernel;
 pub use node::{CmdOutput, Node, Pending};
 
