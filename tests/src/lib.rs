@@ -9,6 +9,7 @@ pub mod coordinator;
 pub mod etcd;
 pub mod http;
 pub mod lab;
+pub mod node_agent;
 pub mod pki;
 pub mod programs;
 pub mod wire;

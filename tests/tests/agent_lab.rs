@@ -8,7 +8,12 @@ use std::{
     time::Duration,
 };
 
-use rdmaq_lab::{Kernel, Lab, LabSpec, Node, bins, lab::HOST_ADDR, programs};
+use rdmaq_lab::{
+    Kernel, Lab, LabSpec, Node, bins,
+    lab::HOST_ADDR,
+    node_agent::{self, SOCKET, STATUS},
+    programs,
+};
 
 fn start() -> Lab {
     Lab::start(&LabSpec::new(1, Kernel::from_env()))
@@ -21,26 +26,10 @@ fn field(out: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
 }
 
-/// Starts the agent in the node with `config` (TOML) and waits for its socket.
-fn agent<'a>(n: &'a Node, config: &str, extra: &str) -> rdmaq_lab::Pending<'a> {
-    n.run_ok(&format!("cat > /tmp/agent.toml <<'EOF'\n{config}\nEOF"))
-        .unwrap();
-    let p = n.spawn_with_timeout(
-        &format!(
-            "{} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 {extra} > /tmp/agent.log 2>&1",
-            bins::bin("rdmaq-agent").display()
-        ),
-        Duration::from_secs(300),
-    );
-    n.run_ok("for t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ] || cat /tmp/agent.log")
-        .unwrap_or_else(|e| panic!("{e}"));
-    p
-}
-
 /// `rdmaq exec --tenant TENANT -- verbs_check ARGS` against the node's agent.
 fn exec(tenant: &str, args: &str) -> String {
     format!(
-        "RDMAQ_AGENT_SOCKET=/tmp/rdmaq.sock RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {} exec --tenant {tenant} --lib {} -- {} {args}",
+        "RDMAQ_AGENT_SOCKET={SOCKET} RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {} exec --tenant {tenant} --lib {} -- {} {args}",
         bins::bin("rdmaq").display(),
         bins::bin("librdmaq_intercept.so").display(),
         programs::verbs_check().display()
@@ -52,7 +41,7 @@ fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
     rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
-    let _agent = agent(
+    let _agent = node_agent::start(
         n,
         "unknown_tenant = \"deny\"\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6\nmax_qp_per_process = 3",
         "",
@@ -88,7 +77,7 @@ fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
 
     let status = n
         .run_ok(&format!(
-            "{} node status --agent 127.0.0.1:9465",
+            "{} node status --agent {STATUS}",
             bins::bin("rdmaq").display()
         ))
         .unwrap()
@@ -97,10 +86,7 @@ fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
         status.contains("t1") && status.contains("standalone"),
         "{status}"
     );
-    let metrics = n
-        .run_ok("bash -c \"exec 3<>/dev/tcp/127.0.0.1/9465; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3\"")
-        .unwrap()
-        .stdout;
+    let metrics = node_agent::metrics(n);
     assert!(metrics.contains("rdmaq_agent_denials_total{"), "{metrics}");
     for h in holders {
         h.kill();
@@ -151,7 +137,7 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     };
     let set = cli(&["quota", "set", "t1", "--max-qp", "5"]);
     assert!(set.status.success(), "{set:?}");
-    let _agent = agent(
+    let _agent = node_agent::start(
         n,
         &format!(
             "node = \"n1\"\nendpoints = [\"{addr}\"]\nlease_margin_ms = 1000\ninsecure = true\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\""
@@ -181,16 +167,6 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out}");
 }
 
-fn metric(n: &Node, name: &str) -> u64 {
-    let body = n
-        .run_ok("bash -c \"exec 3<>/dev/tcp/127.0.0.1/9465; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3\"")
-        .unwrap()
-        .stdout;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Runs `server` and `client` (against the node's own address) to completion. The client
 /// starts once the server listens: on TCP port 18515 (0x4853) for the perftest and
 /// pingpong programs, after 2 s for rping (RDMA CM, no TCP port).
@@ -210,7 +186,7 @@ fn pair(n: &Node, server: &str, client: &str) {
 fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
     let lab = Lab::start(&LabSpec::new(1, kernel)).unwrap_or_else(|e| panic!("lab: {e}"));
     let n = lab.node(1);
-    let _agent = agent(n, "", "");
+    let _agent = node_agent::start(n, "", "");
     n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done; grep 'eBPF monitor attached' /tmp/agent.log || cat /tmp/agent.log")
         .unwrap_or_else(|e| panic!("{e}"));
     let a = n.addr();
@@ -260,7 +236,7 @@ fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
     assert_eq!(ev("mr_create"), ev("mr_destroy"), "MRs");
     assert_eq!(ev("umem_get"), ev("umem_release"), "pinned memory");
     assert_eq!(
-        metric(n, "rdmaq_agent_kernel_objects{dim=\"pinned_bytes\"}"),
+        node_agent::metric(n, "rdmaq_agent_kernel_objects{dim=\"pinned_bytes\"}"),
         0
     );
 }
@@ -282,7 +258,7 @@ fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() 
     rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
-    let _agent = agent(
+    let _agent = node_agent::start(
         n,
         "backstop = \"cgroup\"\n[[rules]]\nuid = 0\ntenant = \"t-root\"\n[tenants.t-root]\nmax_qp = 100",
         "",
@@ -315,11 +291,11 @@ fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() 
         log.contains(&format!("pid={pid}")) && log.contains("t-root"),
         "{log}"
     );
-    assert!(metric(n, "rdmaq_agent_unadmitted_objects_total{tenant=\"t-root\"}") >= 2);
+    assert!(node_agent::metric(n, "rdmaq_agent_unadmitted_objects_total{tenant=\"t-root\"}") >= 2);
     // Charged to the tenant.
     let status = n
         .run_ok(&format!(
-            "{} node status --agent 127.0.0.1:9465 -o json",
+            "{} node status --agent {STATUS} -o json",
             bins::bin("rdmaq").display()
         ))
         .unwrap()
@@ -357,7 +333,7 @@ fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
     let n = lab.node(1);
     let config =
         "[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6";
-    let first = agent(n, config, "");
+    let first = node_agent::start(n, config, "");
     n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done").unwrap();
     let holder = n.spawn(&format!(
         "{} > /tmp/holder.out 2>&1",
@@ -372,8 +348,8 @@ fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
 
     // kill -9 the agent and start a new one while the holder keeps its QPs.
     first.kill();
-    n.run_ok("sleep 0.5; rm -f /tmp/rdmaq.sock").unwrap();
-    let _second = agent(n, config, "");
+    n.run_ok(&format!("sleep 0.5; rm -f {SOCKET}")).unwrap();
+    let _second = node_agent::start(n, config, "");
     n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done; sleep 1").unwrap();
     let kernel_qps = n
         .run_ok("rdma resource show qp | grep -c 'comm verbs_check'")
@@ -385,7 +361,7 @@ fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
     assert_eq!(kernel_qps, 4);
     let status = n
         .run_ok(&format!(
-            "{} node status --agent 127.0.0.1:9465 -o json",
+            "{} node status --agent {STATUS} -o json",
             bins::bin("rdmaq").display()
         ))
         .unwrap()

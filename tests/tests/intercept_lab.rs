@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 
-use rdmaq_lab::{Kernel, Lab, LabSpec, Node, bins, programs};
+use rdmaq_lab::{
+    Kernel, Lab, LabSpec, Node, bins,
+    node_agent::{self, SOCKET},
+    programs,
+};
 
 fn start() -> Lab {
     Lab::start(&LabSpec::new(1, Kernel::from_env()))
@@ -366,44 +370,46 @@ fn real_programs_behave_the_same_under_the_library() {
     }
 }
 
+/// The library in agent mode against the real rdmaq-agent (standalone, one tenant capped at
+/// 5 QPs with a work-request cap): the agent's budget decides, tokens are batched, budget
+/// comes back at exit; then the agent dies (fail-closed, fail-open) or hangs.
 #[test]
-fn agent_mode_against_a_protocol_double() {
+fn agent_mode_against_the_real_agent() {
     rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
-    let double = bins::bin("agent-double").display().to_string();
-    let sock = "RDMAQ_AGENT_SOCKET=/tmp/agent.sock";
-    let d = n.spawn(&format!(
-        "{double} /tmp/agent.sock 5 100 --max-send-wr 8 > /tmp/double.out 2>&1"
-    ));
-    n.run_ok("for t in $(seq 50); do [ -S /tmp/agent.sock ] && break; sleep 0.1; done")
-        .unwrap();
+    let agent = node_agent::start(
+        n,
+        "default_tenant = \"t\"\n[tenants.t]\nmax_qp = 5\nmax_mr = 100\nmax_send_wr = 8",
+        "--no-ebpf",
+    );
+    let sock = format!("RDMAQ_AGENT_SOCKET={SOCKET}");
 
     // The agent's budget (5), not the standalone defaults, decides; EDQUOT past it.
-    let out = parse(&check(n, sock, "qps 8"));
+    let out = parse(&check(n, &sock, "qps 8"));
     assert_eq!(field(&out, "created"), "5", "{out:?}");
     assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out:?}");
-    // Tokens are batched: fewer admission round trips than QPs.
-    let log = n.run_ok("cat /tmp/double.out").unwrap().stdout;
-    let admits = log
-        .lines()
-        .filter(|l| l.starts_with("admit Qp") && !l.ends_with("granted=0"))
-        .count();
+    // Tokens are batched: fewer granting round trips than QPs.
+    let admits = node_agent::metric(
+        n,
+        "rdmaq_agent_admissions_total{tenant=\"t\",resource=\"qp\"}",
+    );
     assert!(
-        admits < 5,
-        "{admits} granting round trips for 5 QPs:\n{log}"
+        (1..5).contains(&admits),
+        "{admits} granting round trips for 5 QPs:\n{}",
+        node_agent::metrics(n)
     );
     // At exit everything went back: the next process gets the whole budget again.
-    let out = parse(&check(n, sock, "qps 8"));
+    let out = parse(&check(n, &sock, "qps 8"));
     assert_eq!(
         field(&out, "created"),
         "5",
         "budget not returned at exit: {out:?}"
     );
     // MRs through the agent too, and its work-request cap.
-    let out = parse(&check(n, sock, "mrs 3 4096"));
+    let out = parse(&check(n, &sock, "mrs 3 4096"));
     assert_eq!(field(&out, "registered"), "3", "{out:?}");
-    let out = parse(&check(n, sock, "wr 64 4"));
+    let out = parse(&check(n, &sock, "wr 64 4"));
     let send: u32 = field(&out, "qp_caps")
         .split(['=', ' '])
         .nth(1)
@@ -412,9 +418,11 @@ fn agent_mode_against_a_protocol_double() {
         .unwrap();
     assert!(send < 64, "agent's max_send_wr 8 not applied: {out:?}");
 
-    // The agent dies (its socket stays): fail-closed refuses with EAGAIN, fail-open falls
-    // back to the standalone limits.
-    d.kill();
+    // The agent is killed (its socket file stays): fail-closed refuses with EAGAIN,
+    // fail-open falls back to the standalone limits.
+    agent.kill();
+    n.run_ok(&format!("sleep 0.5; [ -S {SOCKET} ]"))
+        .unwrap_or_else(|e| panic!("the socket went with the agent: {e}"));
     let closed = parse(&check(
         n,
         &format!("{sock} RDMAQ_AGENT_FAILURE=closed"),
@@ -434,11 +442,10 @@ fn agent_mode_against_a_protocol_double() {
     ));
     assert_eq!(field(&open, "created"), "2", "{open:?}");
 
-    // An agent that accepts but never answers: each call gives up after the timeout.
-    let hung = n.spawn(&format!(
-        "{double} /tmp/hung.sock 5 5 --hang > /tmp/hung.out 2>&1"
-    ));
-    n.run_ok("for t in $(seq 50); do [ -S /tmp/hung.sock ] && break; sleep 0.1; done")
+    // An agent that accepts but never answers (stopped: the kernel still queues
+    // connections on its socket): each call gives up after the timeout.
+    let hung = node_agent::start_named(n, "hung", "", "--no-ebpf");
+    n.run_ok("pkill -STOP -f '[r]dmaq-agent .*hung.sock'")
         .unwrap();
     let started = std::time::Instant::now();
     let out = parse(&check(
@@ -447,9 +454,12 @@ fn agent_mode_against_a_protocol_double() {
         "qps 2",
     ));
     assert_eq!(field(&out, "created"), "0", "{out:?}");
+    assert!(field(&out, "first_errno").ends_with("EAGAIN"), "{out:?}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(20),
         "the program hung"
     );
+    n.run_ok("pkill -CONT -f '[r]dmaq-agent .*hung.sock'")
+        .unwrap();
     hung.kill();
 }

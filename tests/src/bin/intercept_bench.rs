@@ -7,7 +7,7 @@
 //!     target/release/intercept-bench [ITERATIONS] [ROUNDS]
 #![forbid(unsafe_code)]
 
-use rdmaq_lab::{Kernel, Lab, LabSpec, Node, bins, programs};
+use rdmaq_lab::{Kernel, Lab, LabSpec, Node, bins, node_agent, programs};
 
 fn value(out: &str, key: &str) -> f64 {
     out.lines()
@@ -63,12 +63,9 @@ fn main() {
     let n = lab.node(1);
     let lib = bins::bin("librdmaq_intercept.so").display().to_string();
     let bench = programs::verbs_bench().display().to_string();
-    let double = bins::bin("agent-double").display().to_string();
-    let _agent = n.spawn(&format!(
-        "{double} /tmp/bench.sock 1000000 1000000 > /dev/null 2>&1"
-    ));
-    n.run_ok("for t in $(seq 50); do [ -S /tmp/bench.sock ] && break; sleep 0.1; done")
-        .unwrap();
+    // The real agent, standalone, its default tenant uncapped: agent mode's cost is the
+    // library's and the agent's work, never a denial.
+    let _agent = node_agent::start_named(n, "bench", "", "--no-ebpf");
 
     let modes = [
         ("without the library", "env".to_string()),
