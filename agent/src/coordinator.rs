@@ -11,6 +11,8 @@ use rdmaq_model::Amounts;
 
 pub struct Coordinator {
     endpoints: Vec<Channel>,
+    /// Whether the links are TLS (else plain text, `insecure`).
+    tls: bool,
     pub node: String,
     pub address: String,
 }
@@ -34,6 +36,7 @@ impl Coordinator {
             })
             .collect::<Result<_, _>>()?;
         Ok(Coordinator {
+            tls: tls.is_some(),
             endpoints,
             node: node.to_string(),
             address: address.to_string(),
@@ -50,6 +53,12 @@ impl Coordinator {
         for ch in &self.endpoints {
             match call(AgentClient::new(ch.clone())).await {
                 Ok(r) => return Ok(r.into_inner()),
+                // The two ends disagree about TLS: say so (no other member will differ).
+                Err(s) if tls::mismatch(self.tls, &tls::status_text(&s)).is_some() => {
+                    let detail = tls::status_text(&s);
+                    let hint = tls::mismatch(self.tls, &detail).unwrap_or_default();
+                    return Err(Status::failed_precondition(format!("{hint} ({detail})")));
+                }
                 Err(s)
                     if matches!(
                         s.code(),

@@ -20,22 +20,16 @@ pub enum ClientError {
     },
     #[error("{}", describe(.0))]
     Status(Status),
+    #[error("{endpoint}: {hint} ({detail})")]
+    TlsMismatch {
+        endpoint: String,
+        detail: String,
+        hint: &'static str,
+    },
 }
 
-/// A status's message and the causes under it: a refused TLS handshake shows up only in
-/// the transport error's sources (e.g. "received fatal alert: CertificateExpired").
 fn describe(s: &Status) -> String {
-    let mut text = s.message().to_string();
-    let mut source = std::error::Error::source(s);
-    while let Some(e) = source {
-        let cause = e.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = e.source();
-    }
-    text
+    tls::status_text(s)
 }
 
 /// Pause between rounds over the endpoints.
@@ -90,6 +84,15 @@ impl Endpoints {
                 let channel = self.channel(endpoint).await?;
                 match call(make(channel)).await {
                     Ok(r) => return Ok(r.into_inner()),
+                    // Retrying cannot help when the two ends disagree about TLS.
+                    Err(s) if tls::mismatch(self.tls.is_some(), &describe(&s)).is_some() => {
+                        let detail = describe(&s);
+                        return Err(ClientError::TlsMismatch {
+                            endpoint: endpoint.clone(),
+                            hint: tls::mismatch(self.tls.is_some(), &detail).unwrap_or_default(),
+                            detail,
+                        });
+                    }
                     Err(s)
                         if matches!(
                             s.code(),

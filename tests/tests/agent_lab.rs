@@ -191,7 +191,7 @@ fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
         .unwrap_or_else(|e| panic!("{e}"));
     let a = n.addr();
     let ev = |e: &str| {
-        metric(
+        node_agent::metric(
             n,
             &format!("rdmaq_agent_kernel_events_total{{event=\"{e}\"}}"),
         )

@@ -284,3 +284,65 @@ fn a_reloaded_ca_bundle_admits_new_clients_and_keeps_allotments() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A client whose TLS setting differs from the member's is told so at once, in both
+/// directions, instead of an HTTP/2 or TLS record error from deep in the stack.
+#[test]
+fn a_tls_mismatch_is_named_in_both_directions() {
+    let c = CoordinatorCluster::start(1, &[]);
+    let rdmaq = rdmaq_lab::bins::bin("rdmaq");
+    // Plain text against a TLS member.
+    let out = c
+        .command(&rdmaq)
+        .args(["--endpoints", &c.endpoints(), "--insecure", "quota", "list"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("requires mutual TLS") && said.contains("--tls-ca"),
+        "{said}"
+    );
+
+    // Certificates against a plain-text (--dev) member.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut dev = std::process::Command::new(rdmaq_lab::bins::bin("rdmaq-coordinator"))
+        .args(["--dev", "--listen", &addr, "--data-dir"])
+        .arg(c.dir.join("dev"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::process::Command::new(&rdmaq)
+            .args([
+                "--endpoints",
+                &addr,
+                "--insecure",
+                "--timeout",
+                "1",
+                "quota",
+                "list",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let started = std::time::Instant::now();
+    let out = c.cli_at(&addr, &["--timeout", "30", "quota", "list"]);
+    let elapsed = started.elapsed();
+    let _ = dev.kill();
+    let _ = dev.wait();
+    assert!(up, "the dev member did not start");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("speaks plain text") && said.contains("--insecure"),
+        "{said}"
+    );
+    // Named at the first answer, not after 30 s of retries.
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+}

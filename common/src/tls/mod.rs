@@ -8,6 +8,7 @@ mod identity;
 #[cfg(feature = "certs")]
 pub mod issue;
 mod listener;
+mod mismatch;
 mod reload;
 
 use std::{
@@ -26,6 +27,7 @@ pub use args::TlsArgs;
 pub use client::{connect_lazy, endpoint};
 pub use identity::{Identity, ORGANIZATION, Role};
 pub use listener::{ConnInfo, Limits, incoming};
+pub use mismatch::{error_chain, mismatch, status_text};
 pub use reload::watch;
 
 #[derive(Debug, thiserror::Error)]
