@@ -6,7 +6,6 @@
 pub mod bins;
 pub mod cluster_lab;
 pub mod coordinator;
-pub mod etcd;
 pub mod http;
 pub mod lab;
 pub mod node_agent;

@@ -9,7 +9,7 @@
 //! Variants: one tenant, and the clients spread over 100 tenants. Prints a table and writes
 //! JSON for `scripts/plot-grant-bench.py`.
 //!
-//!     cargo run --release -p rdmaq-tests --bin grant-bench -- \
+//!     cargo run --release -p rdmaq-bench --bin grant-bench -- \
 //!         [--secs 5] [--clients 1,8,64,256] [--tenants 1,100] [--systems rdmaq,etcd]
 //!         [--out docs/bench/grant-bench.json]
 #![forbid(unsafe_code)]
@@ -19,8 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use rdmaq_lab::{coordinator::CoordinatorCluster, etcd::EtcdCluster, pki::Cert};
+use rdmaq_bench::etcd::EtcdCluster;
+use rdmaq_lab::{coordinator::CoordinatorCluster, pki::Cert};
 use rdmaq_proto::v1::{self as pb, admin_client::AdminClient, agent_client::AgentClient};
 use serde::Serialize;
 
@@ -39,45 +41,26 @@ struct Point {
     errors: u64,
 }
 
+/// Grants per second and latency, rdmaq's coordinator against an etcd compare-and-swap
+/// counter, side by side in one run.
+#[derive(Debug, Parser)]
+#[command(name = "grant-bench")]
 struct Args {
+    /// Systems to measure.
+    #[arg(long, value_delimiter = ',', default_value = "rdmaq,etcd")]
     systems: Vec<String>,
+    /// Tenant counts the clients are spread over.
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
     tenants: Vec<usize>,
+    /// Seconds per point.
+    #[arg(long, default_value_t = 5.0)]
     secs: f64,
+    /// Concurrent clients per point.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
     clients: Vec<usize>,
+    /// Where the JSON results go (for scripts/plot-grant-bench.py).
+    #[arg(long, default_value = "docs/bench/grant-bench.json")]
     out: String,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        systems: vec!["rdmaq".into(), "etcd".into()],
-        tenants: vec![1, 100],
-        secs: 5.0,
-        clients: vec![1, 8, 64, 256],
-        out: "docs/bench/grant-bench.json".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--secs" => a.secs = value.parse().expect("--secs: a number"),
-            "--clients" => {
-                a.clients = value
-                    .split(',')
-                    .map(|n| n.parse().expect("--clients: numbers"))
-                    .collect()
-            }
-            "--out" => a.out = value,
-            "--systems" => a.systems = value.split(',').map(String::from).collect(),
-            "--tenants" => {
-                a.tenants = value
-                    .split(',')
-                    .map(|n| n.parse().expect("--tenants: numbers"))
-                    .collect()
-            }
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    a
 }
 
 /// What each client saw: latencies of its grants (µs), conflicts, errors.
@@ -273,7 +256,7 @@ async fn etcd_point(e: &EtcdCluster, clients: usize, tenants: usize, secs: f64) 
 }
 
 fn main() {
-    let args = args();
+    let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

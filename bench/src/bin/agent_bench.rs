@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use rdmaq_lab::bins;
 use rdmaq_proto::{
     frame,
@@ -137,7 +138,15 @@ fn baseline(dir: &Path) {
     );
 }
 
+/// The admission round trip a program sees, against the real rdmaq-agent on this host
+/// (standalone, no eBPF), next to the floor of the same frames against a blocking echo
+/// thread, with 1 and 32 clients; and the agent's CPU and memory.
+#[derive(Debug, Parser)]
+#[command(name = "agent-bench")]
+struct Args {}
+
 fn main() {
+    Args::parse();
     let dir = std::env::temp_dir().join(format!("rdmaq-agent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let sock = dir.join("agent.sock");

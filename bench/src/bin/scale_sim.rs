@@ -6,7 +6,7 @@
 //! exceed its cap. Reports member CPU and RSS, snapshot size and time, heartbeat and grant
 //! latency.
 //!
-//!     cargo run --release -p rdmaq-tests --bin scale-sim -- \
+//!     cargo run --release -p rdmaq-bench --bin scale-sim -- \
 //!         [--agents 10000] [--tenants 1000] [--secs 60] [--silent 20] [--cap 150]
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use rdmaq_common::tls::{
     Role, Tls, TlsFiles,
     issue::{self, Leaf, Pem, Validity},
@@ -38,38 +39,26 @@ const CHANGE_EVERY: Duration = Duration::from_secs(10);
 /// Silent agents stay silent longer than the lease (10 s).
 const SILENCE: Duration = Duration::from_secs(15);
 
+/// Many simulated agents against a 3-member coordinator cluster, with a checker of the
+/// cluster-wide invariant.
+#[derive(Debug, Parser)]
+#[command(name = "scale-sim")]
 struct Args {
+    /// Simulated agents (one node each, own certificate and connection).
+    #[arg(long, default_value_t = 10_000)]
     agents: usize,
+    /// Tenants.
+    #[arg(long, default_value_t = 1_000)]
     tenants: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 60)]
     secs: u64,
+    /// Agents that go silent (longer than the lease) every 10 s.
+    #[arg(long, default_value_t = 20)]
     silent: usize,
+    /// Each tenant's cluster-wide QP cap.
+    #[arg(long, default_value_t = 150)]
     cap: u64,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        agents: 10_000,
-        tenants: 1_000,
-        secs: 60,
-        silent: 20,
-        cap: 150,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let v: usize = it
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} needs a number"));
-        match flag.as_str() {
-            "--agents" => a.agents = v,
-            "--tenants" => a.tenants = v,
-            "--secs" => a.secs = v as u64,
-            "--silent" => a.silent = v,
-            "--cap" => a.cap = v as u64,
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    a
 }
 
 /// A small deterministic generator per agent (no shared RNG on the hot path).
@@ -309,7 +298,7 @@ fn raise_fd_limit() {
 }
 
 fn main() {
-    let args = args();
+    let args = Args::parse();
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

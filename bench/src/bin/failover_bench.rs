@@ -2,11 +2,12 @@
 //! (SIGKILL) and time until the first successful grant through any surviving member;
 //! restart it and repeat. Prints each time, the median and the maximum.
 //!
-//!     cargo run --release -p rdmaq-tests --bin failover-bench -- [KILLS]
+//!     cargo run --release -p rdmaq-bench --bin failover-bench -- [KILLS]
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use rdmaq_lab::{coordinator::CoordinatorCluster, pki::Cert};
 use rdmaq_proto::v1::{self as pb, agent_client::AgentClient};
 use tonic::transport::Channel;
@@ -22,11 +23,18 @@ fn one_qp() -> Option<pb::Amounts> {
     })
 }
 
+/// Leader failover: SIGKILL the leader of a 3-member cluster, time until the first grant
+/// through a survivor, restart it, repeat.
+#[derive(Debug, Parser)]
+#[command(name = "failover-bench")]
+struct Args {
+    /// Leader kills.
+    #[arg(default_value_t = 10)]
+    kills: usize,
+}
+
 fn main() {
-    let kills: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10);
+    let Args { kills } = Args::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let mut c = CoordinatorCluster::start(3, &[]);
     c.cli_ok(&["quota", "set", "bench", "--max-qp", "1000000"]);

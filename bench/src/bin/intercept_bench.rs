@@ -7,17 +7,14 @@
 //!     target/release/intercept-bench [ITERATIONS] [ROUNDS]
 #![forbid(unsafe_code)]
 
+use clap::Parser;
+use rdmaq_bench::median;
 use rdmaq_lab::{Kernel, Lab, LabSpec, Node, bins, node_agent, programs};
 
 fn value(out: &str, key: &str) -> f64 {
     out.lines()
         .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// ib_write_bw's average MB/s or ib_send_lat's typical latency (usec), from the client.
@@ -50,15 +47,24 @@ fn perftest(n: &Node, prefix: &str, tool: &str) -> f64 {
     }
 }
 
+/// The intercept library's overhead in one soft-RoCE VM: control path in standalone and
+/// agent mode, data path with and without the library, as ratios within one run.
+#[derive(Debug, Parser)]
+#[command(name = "intercept-bench")]
+struct Args {
+    /// Create+destroy pairs per measurement.
+    #[arg(default_value_t = 1000)]
+    iterations: u32,
+    /// Rounds, modes alternating within each.
+    #[arg(default_value_t = 3)]
+    rounds: usize,
+}
+
 fn main() {
-    let iters: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1000);
-    let rounds: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3);
+    let Args {
+        iterations: iters,
+        rounds,
+    } = Args::parse();
     let lab = Lab::start(&LabSpec::new(1, Kernel::from_env())).expect("lab");
     let n = lab.node(1);
     let lib = bins::bin("librdmaq_intercept.so").display().to_string();

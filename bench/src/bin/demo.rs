@@ -9,16 +9,29 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use rdmaq_lab::{
     Kernel,
     cluster_lab::{ClusterLab, kernel_qps},
 };
 
-const CAP: u64 = 12;
-const ASK: u64 = 8;
+/// rdmaq's main job: 3 soft-RoCE nodes with an agent each and a 3-member coordinator
+/// cluster; a tenant capped cluster-wide; an unmodified program on every node asks for more
+/// than its share. The lab's kernel comes from RDMAQ_LAB_KERNEL (6.1, the default, or 6.12).
+#[derive(Debug, Parser)]
+#[command(name = "rdmaq-demo")]
+struct Args {
+    /// The tenant's cluster-wide QP cap.
+    #[arg(long, default_value_t = 12)]
+    cap: u64,
+    /// QPs the program on each node asks for.
+    #[arg(long, default_value_t = 8)]
+    ask: u64,
+}
 
 fn main() -> ExitCode {
-    match run() {
+    let args = Args::parse();
+    match run(args.cap, args.ask) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo failed: {e}");
@@ -27,7 +40,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run(cap: u64, ask: u64) -> Result<(), Box<dyn std::error::Error>> {
     let kernel = Kernel::from_env();
     let started = Instant::now();
     println!(
@@ -41,18 +54,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         cl.lab.kernel_release(),
         cl.endpoints()
     );
-    let out = cl.cli(&["quota", "set", "t1", "--max-qp", &CAP.to_string()]);
+    let out = cl.cli(&["quota", "set", "t1", "--max-qp", &cap.to_string()]);
     if !out.status.success() {
         return Err(format!("quota set failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
-    println!("$ rdmaq quota set t1 --max-qp {CAP}");
+    println!("$ rdmaq quota set t1 --max-qp {cap}");
     println!(
-        "each node: rdmaq exec --tenant t1 -- verbs_check hold {ASK} 12   (asks for {ASK} QPs, holds them 12 s)\n"
+        "each node: rdmaq exec --tenant t1 -- verbs_check hold {ask} 12   (asks for {ask} QPs, holds them 12 s)\n"
     );
 
     let holders: Vec<_> = cl.spawn_everywhere(&format!(
         "{} > /tmp/h.out 2>&1",
-        ClusterLab::exec("t1", &format!("hold {ASK} 12"))
+        ClusterLab::exec("t1", &format!("hold {ask} 12"))
     ));
     let names: Vec<String> = cl
         .lab
@@ -102,7 +115,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         max_kernel_total = max_kernel_total.max(kernel_total);
         let used = v["tenants"][0]["used"]["qp"].as_u64().unwrap_or(0);
         println!(
-            "{:>4}s  {}  {:>13}  {CAP:>6}",
+            "{:>4}s  {}  {:>13}  {cap:>6}",
             t0.elapsed().as_secs(),
             cells.join(" "),
             format!("{used} / {kernel_total}")
@@ -125,16 +138,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or("-");
         total += created;
         println!(
-            "{}: asked {ASK}, got {created}, {} denied (errno {errno})",
+            "{}: asked {ask}, got {created}, {} denied (errno {errno})",
             node.name(),
-            ASK - created
+            ask - created
         );
     }
     println!(
-        "\ncluster-wide: {total} QPs granted of {} asked; the kernels never held more than {max_kernel_total} (cap {CAP})",
-        ASK * 3
+        "\ncluster-wide: {total} QPs granted of {} asked; the kernels never held more than {max_kernel_total} (cap {cap})",
+        ask * 3
     );
-    if total != CAP || max_kernel_total > CAP {
+    if total != cap || max_kernel_total > cap {
         return Err(
             format!("the cap did not hold: granted {total}, peak {max_kernel_total}").into(),
         );
