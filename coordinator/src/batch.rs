@@ -16,7 +16,7 @@ use crate::{
     Error,
     forward::{ForwardReply, Forwarded, Forwarder, unexpected},
     raft::{Raft, with_quorum},
-    state::{LeasePolicy, Proposal, Reply, Request},
+    state::{Command, LeasePolicy, Proposal, Reply, Request},
 };
 
 /// This member's wall clock, which stamps the entries it writes as the leader.
@@ -137,7 +137,13 @@ impl Batcher {
         Ok(replies)
     }
 
-    pub async fn propose(&self, proposal: Proposal) -> Result<Reply, Error> {
+    /// Proposes `command` on behalf of `actor` (the caller's certificate subject, for the
+    /// audit) and returns the state machine's reply to it, once committed and applied.
+    pub async fn propose(&self, actor: &str, command: Command) -> Result<Reply, Error> {
+        let proposal = Proposal {
+            actor: actor.to_string(),
+            command,
+        };
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((proposal, tx))

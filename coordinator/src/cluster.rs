@@ -21,7 +21,7 @@ use crate::{
     forward::{Forwarder, unexpected},
     metrics::Denials,
     raft::{NodeId, Raft, store::SharedState, with_quorum},
-    state::{Command, LeasePolicy, Proposal, Reply, State},
+    state::{Command, LeasePolicy, State},
 };
 
 pub struct Cluster {
@@ -36,8 +36,8 @@ pub struct Cluster {
     pub insecure: bool,
     /// Calls refused by the role checks.
     pub denials: Arc<Denials>,
-    /// The proposal path: gathers concurrent proposals into one log entry.
-    batcher: Batcher,
+    /// The proposal path (every write): gathers concurrent proposals into one log entry.
+    pub batcher: Batcher,
     forwarder: Arc<Forwarder>,
 }
 
@@ -68,16 +68,6 @@ impl Cluster {
             batcher,
             forwarder,
         }
-    }
-
-    /// Proposes one command and returns the state machine's reply to it. Concurrent
-    /// proposals share a log entry (see `batch.rs`).
-    pub async fn propose(&self, actor: &str, command: Command) -> Result<Reply, Error> {
-        let proposal = Proposal {
-            actor: actor.to_string(),
-            command,
-        };
-        self.batcher.propose(proposal).await
     }
 
     /// Runs `f` on state that reflects every write committed before this call.
@@ -184,13 +174,14 @@ impl Cluster {
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
         }
-        self.propose(
-            actor,
-            Command::AuditMembership {
-                action: format!("member add {id} {addr} voter={voter}"),
-            },
-        )
-        .await?;
+        self.batcher
+            .propose(
+                actor,
+                Command::AuditMembership {
+                    action: format!("member add {id} {addr} voter={voter}"),
+                },
+            )
+            .await?;
         Ok(self.members())
     }
 
@@ -228,13 +219,14 @@ impl Cluster {
             .raft
             .change_membership(ChangeMembers::RemoveNodes(ids), false)
             .await;
-        self.propose(
-            actor,
-            Command::AuditMembership {
-                action: format!("member remove {id}"),
-            },
-        )
-        .await?;
+        self.batcher
+            .propose(
+                actor,
+                Command::AuditMembership {
+                    action: format!("member remove {id}"),
+                },
+            )
+            .await?;
         Ok(self.members())
     }
 

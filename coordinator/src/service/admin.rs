@@ -5,11 +5,11 @@ use std::sync::Arc;
 use rdmaq_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
-use super::{authz, convert, ok_reply, unexpected};
+use super::{authz, ok_reply, quota_to_pb, unexpected};
 use crate::{
     Error,
     cluster::{Cluster, MemberView},
-    state::{Command, Limits, Reply, validate},
+    state::{self, Command, Limits, Reply, validate},
 };
 
 pub struct AdminService {
@@ -48,6 +48,7 @@ impl Admin for AdminService {
         validate::limits(&limits).map_err(Error::Rejected)?;
         let reply = self
             .cluster
+            .batcher
             .propose(
                 &who.subject,
                 Command::SetQuota {
@@ -57,9 +58,7 @@ impl Admin for AdminService {
             )
             .await?;
         match ok_reply(reply)? {
-            Reply::Quota { tenant, quota } => {
-                Ok(Response::new(convert::quota_to_pb(&tenant, &quota)))
-            }
+            Reply::Quota { tenant, quota } => Ok(Response::new(quota_to_pb(&tenant, &quota))),
             other => Err(unexpected(other)),
         }
     }
@@ -79,12 +78,7 @@ impl Admin for AdminService {
         authz::reader(&self.cluster, &req, "Admin/ListQuotas")?;
         let quotas = self
             .cluster
-            .read(|s| {
-                s.quotas
-                    .iter()
-                    .map(|(t, q)| convert::quota_to_pb(t, q))
-                    .collect()
-            })
+            .read(|s| s.quotas.iter().map(|(t, q)| quota_to_pb(t, q)).collect())
             .await?;
         Ok(Response::new(pb::ListQuotasResponse { quotas }))
     }
@@ -98,6 +92,7 @@ impl Admin for AdminService {
         tenant_arg(&tenant)?;
         let reply = self
             .cluster
+            .batcher
             .propose(&who.subject, Command::DeleteQuota { tenant })
             .await?;
         ok_reply(reply)?;
@@ -119,12 +114,9 @@ impl Admin for AdminService {
                 if tenant.is_empty() {
                     let names: std::collections::BTreeSet<&String> =
                         s.quotas.keys().chain(s.allotments.keys()).collect();
-                    Ok(names
-                        .into_iter()
-                        .map(|t| convert::tenant_usage(s, t))
-                        .collect())
+                    Ok(names.into_iter().map(|t| tenant_usage(s, t)).collect())
                 } else if s.quotas.contains_key(&tenant) || s.allotments.contains_key(&tenant) {
-                    Ok(vec![convert::tenant_usage(s, &tenant)])
+                    Ok(vec![tenant_usage(s, &tenant)])
                 } else {
                     Err(Status::not_found(format!(
                         "no quota is set for tenant {tenant:?}"
@@ -167,6 +159,7 @@ impl Admin for AdminService {
         validate::name("node", &node).map_err(Error::Rejected)?;
         let reply = self
             .cluster
+            .batcher
             .propose(&who.subject, Command::RemoveNode { node })
             .await?;
         ok_reply(reply)?;
@@ -243,5 +236,34 @@ impl Admin for AdminService {
             })
             .await?;
         Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+}
+
+/// Usage of one tenant, with its per-node breakdown.
+fn tenant_usage(s: &state::State, tenant: &str) -> pb::TenantUsage {
+    let per_node = s.allotments.get(tenant);
+    let nodes = per_node
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .map(|(node, a)| {
+            let rec = s.nodes.get(node);
+            pb::NodeUsage {
+                node: node.clone(),
+                allotted: a.allotted.to_pb(),
+                used: a.used.to_pb(),
+                reclaim: a.reclaim.to_pb(),
+                lease_expires_unix_ms: rec.map_or(0, |r| r.lease_expires_ms),
+                lease_expired: rec
+                    .is_none_or(|r| r.lease_expired || r.lease_expires_ms <= s.now_ms),
+            }
+        })
+        .collect();
+    pb::TenantUsage {
+        tenant: tenant.to_string(),
+        limits: s.quotas.get(tenant).map(|q| (&q.limits).into()),
+        allotted: s.totals.get(tenant).copied().unwrap_or_default().to_pb(),
+        used: s.used_total(tenant).to_pb(),
+        over_quota: s.over_quota(tenant),
+        nodes,
     }
 }

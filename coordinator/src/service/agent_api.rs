@@ -6,11 +6,11 @@ use rdmaq_proto::v1::{self as pb, agent_server::Agent};
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
-use super::{authz, convert, ok_reply, unexpected};
+use super::{authz, ok_reply, quota_to_pb, unexpected};
 use crate::{
     Error,
     cluster::Cluster,
-    state::{Amounts, Command, Reply, validate},
+    state::{AllotmentView, Amounts, Command, Reply, validate},
 };
 
 pub struct AgentService {
@@ -37,6 +37,7 @@ impl Agent for AgentService {
         names(&req.node, None)?;
         let reply = self
             .cluster
+            .batcher
             .propose(
                 &who.subject,
                 Command::RegisterNode {
@@ -50,7 +51,7 @@ impl Agent for AgentService {
                 node: req.node,
                 lease_ttl_ms: self.cluster.policy.lease_ttl_ms,
                 heartbeat_interval_ms: self.heartbeat_interval_ms,
-                allotments: allotments.iter().map(convert::allotment_to_pb).collect(),
+                allotments: allotments.iter().map(allotment_to_pb).collect(),
             })),
             other => Err(unexpected(other)),
         }
@@ -69,15 +70,15 @@ impl Agent for AgentService {
             want: Amounts::from_pb(req.want),
             min: Amounts::from_pb(req.min),
         };
-        match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
+        match ok_reply(self.cluster.batcher.propose(&who.subject, command).await?)? {
             Reply::Granted {
                 granted,
                 allotment,
                 quota,
             } => Ok(Response::new(pb::AcquireResponse {
                 granted: granted.to_pb(),
-                quota: Some(convert::quota_to_pb(&allotment.tenant, &quota)),
-                allotment: Some(convert::allotment_to_pb(&allotment)),
+                quota: Some(quota_to_pb(&allotment.tenant, &quota)),
+                allotment: Some(allotment_to_pb(&allotment)),
             })),
             other => Err(unexpected(other)),
         }
@@ -95,9 +96,9 @@ impl Agent for AgentService {
             tenant: req.tenant,
             amounts: Amounts::from_pb(req.amounts),
         };
-        match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
+        match ok_reply(self.cluster.batcher.propose(&who.subject, command).await?)? {
             Reply::Released { allotment } => Ok(Response::new(pb::ReleaseResponse {
-                allotment: Some(convert::allotment_to_pb(&allotment)),
+                allotment: Some(allotment_to_pb(&allotment)),
             })),
             other => Err(unexpected(other)),
         }
@@ -119,7 +120,7 @@ impl Agent for AgentService {
             node: req.node,
             used,
         };
-        match ok_reply(self.cluster.propose(&who.subject, command).await?)? {
+        match ok_reply(self.cluster.batcher.propose(&who.subject, command).await?)? {
             Reply::HeartbeatAck {
                 lease_expires_ms,
                 allotments,
@@ -134,7 +135,7 @@ impl Agent for AgentService {
                 Ok(Response::new(pb::HeartbeatResponse {
                     lease_expires_unix_ms: lease_expires_ms,
                     quota_versions,
-                    allotments: allotments.iter().map(convert::allotment_to_pb).collect(),
+                    allotments: allotments.iter().map(allotment_to_pb).collect(),
                 }))
             }
             other => Err(unexpected(other)),
@@ -188,5 +189,16 @@ impl Agent for AgentService {
             Ok(pb::QuotaChange { seq, tenants })
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn allotment_to_pb(v: &AllotmentView) -> pb::Allotment {
+    pb::Allotment {
+        tenant: v.tenant.clone(),
+        allotted: v.allotment.allotted.to_pb(),
+        used: v.allotment.used.to_pb(),
+        reclaim: v.allotment.reclaim.to_pb(),
+        lease_expires_unix_ms: v.lease_expires_ms,
+        quota_version: v.quota_version,
     }
 }

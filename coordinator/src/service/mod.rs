@@ -3,10 +3,14 @@
 pub mod admin;
 pub mod agent_api;
 pub mod authz;
-pub mod convert;
 pub mod raft;
 
-use crate::{Error, state::Reply};
+use rdmaq_proto::v1 as pb;
+
+use crate::{
+    Error,
+    state::{QuotaRecord, Reply},
+};
 
 /// Turns a state-machine reply that is an error into one.
 pub fn ok_reply(reply: Reply) -> Result<Reply, Error> {
@@ -26,9 +30,18 @@ pub async fn get_quota(
     let quota = quota.ok_or_else(|| {
         tonic::Status::not_found(format!("no quota is set for tenant {tenant:?}"))
     })?;
-    Ok(tonic::Response::new(convert::quota_to_pb(&tenant, &quota)))
+    Ok(tonic::Response::new(quota_to_pb(&tenant, &quota)))
 }
 
 pub fn unexpected(reply: Reply) -> tonic::Status {
     tonic::Status::internal(format!("unexpected state machine reply {reply:?}"))
+}
+
+/// A stored quota as the wire message.
+pub fn quota_to_pb(tenant: &str, q: &QuotaRecord) -> pb::Quota {
+    pb::Quota {
+        tenant: tenant.to_string(),
+        limits: Some((&q.limits).into()),
+        version: q.version,
+    }
 }
