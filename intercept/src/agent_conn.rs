@@ -1,7 +1,10 @@
-//! The connection to the node's rdmaq-agent over its Unix socket: length-prefixed
-//! `rdmaq-proto` intercept messages, one request at a time, with a timeout on every round
-//! trip so that a stuck agent can never hang the program; and the link's state (agent mode
-//! or not, connected, or down and retried later).
+//! Agent mode: the connection to the node's rdmaq-agent over its Unix socket
+//! (length-prefixed `rdmaq-proto` intercept messages, one request at a time, with a timeout
+//! on every round trip so that a stuck agent can never hang the program), the link's state
+//! (agent mode or not, connected, or down and retried later), and the tokens the connection
+//! holds: a creation takes a cached token or makes a round trip that brings a few ahead.
+//! Tokens belong to their connection: the agent frees them when it closes, and a new
+//! connection starts with none.
 
 use std::{
     io::{self, Read, Write},
@@ -9,13 +12,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_model::{Amounts, Limits, WrPolicy};
+use rdmaq_model::{Amounts, Limits, Resource, WrPolicy};
 use rdmaq_proto::{
     frame,
-    intercept::{self as msg, PROTOCOL_VERSION, request, response},
+    intercept::{self as msg, PROTOCOL_VERSION, Verdict, request, response},
 };
 
-use crate::{config::Config, log::log_at};
+use crate::{
+    config::Config,
+    denial::Denial,
+    log::log_at,
+    tokens::{PREFETCH, Surplus, TokenCache},
+};
 
 /// How long to wait before trying an unreachable agent again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -43,9 +51,8 @@ pub enum Mode {
 
 impl AgentLink {
     /// Connects if it is time to (agent mode on, not connected, retry due); `held` is what
-    /// the process holds, claimed again from a new agent. A new connection means the
-    /// tokens of an earlier one are void: `on_connect` is told.
-    pub fn mode(&mut self, cfg: &Config, held: Amounts, on_connect: impl FnOnce()) -> Mode {
+    /// the process holds, claimed again from a new agent.
+    pub fn mode(&mut self, cfg: &Config, held: Amounts) -> Mode {
         if let AgentLink::NotTried = self {
             *self = if cfg.agent_socket.exists() {
                 AgentLink::Down {
@@ -60,7 +67,6 @@ impl AgentLink {
         {
             match AgentConn::connect(cfg, held) {
                 Ok(conn) => {
-                    on_connect();
                     log_at!(
                         cfg,
                         Info,
@@ -106,6 +112,68 @@ impl AgentLink {
                 None
             }
         }
+    }
+
+    /// One object of `resource` pinning `bytes`: a cached token, or a round trip that
+    /// brings a few more.
+    pub fn admit(&mut self, cfg: &Config, resource: Resource, bytes: u64) -> Result<(), Denial> {
+        if let AgentLink::Connected(c) = self
+            && c.tokens.take(resource, bytes)
+        {
+            return Ok(());
+        }
+        let reply = self
+            .call(
+                cfg,
+                request::Body::Admit(msg::Admit {
+                    resource: resource.to_wire() as i32,
+                    bytes,
+                    prefetch: PREFETCH,
+                    ..Default::default()
+                }),
+            )
+            .ok_or(Denial::AgentUnavailable)?;
+        let (count, granted_bytes) = verdict(resource, reply)?;
+        if let AgentLink::Connected(c) = self {
+            c.tokens.granted(resource, count, granted_bytes, bytes);
+        }
+        Ok(())
+    }
+
+    /// An object the agent admitted is gone (destroyed, or its creation failed) and `live`
+    /// of its kind remain: its token returns to the cache, and the surplus to the agent.
+    pub fn returned(&mut self, cfg: &Config, resource: Resource, bytes: u64, live: usize) {
+        let AgentLink::Connected(c) = self else {
+            // Its connection is gone, and the agent freed its tokens with it.
+            return;
+        };
+        if let Some(surplus) = c.tokens.returned(resource, bytes, live) {
+            self.release(cfg, resource, surplus);
+        }
+    }
+
+    /// Gives every cached token back (at exit).
+    pub fn return_all(&mut self, cfg: &Config) {
+        let AgentLink::Connected(c) = self else {
+            return;
+        };
+        for (resource, surplus) in c.tokens.drain() {
+            self.release(cfg, resource, surplus);
+        }
+    }
+
+    fn release(&mut self, cfg: &Config, resource: Resource, s: Surplus) {
+        if s == Surplus::default() {
+            return;
+        }
+        let _ = self.call(
+            cfg,
+            request::Body::Release(msg::Release {
+                resource: resource.to_wire() as i32,
+                count: s.count,
+                bytes: s.bytes,
+            }),
+        );
     }
 
     /// The in-process limits the agent gave (work requests, rates), when connected.
@@ -154,6 +222,8 @@ pub struct AgentConn {
     /// The tenant the agent decided this process belongs to.
     pub tenant: String,
     pub limits: AgentLimits,
+    /// Tokens pre-admitted on this connection and not used yet.
+    tokens: TokenCache,
 }
 
 fn proto_err(what: impl std::fmt::Display) -> io::Error {
@@ -173,6 +243,7 @@ impl AgentConn {
             seq: 0,
             tenant: String::new(),
             limits: AgentLimits::from(&msg::HelloReply::default()),
+            tokens: TokenCache::default(),
         };
         let program = std::env::args().next().unwrap_or_default();
         let reply = conn.call(request::Body::Hello(msg::Hello {
@@ -219,5 +290,26 @@ impl AgentConn {
             Some(b) => Ok(b),
             None => Err(proto_err("empty reply")),
         }
+    }
+}
+
+/// Interprets an Admit reply: (tokens, bytes) granted, or the denial.
+fn verdict(resource: Resource, reply: response::Body) -> Result<(u32, u64), Denial> {
+    let response::Body::Admit(a) = reply else {
+        return Err(Denial::AgentUnavailable);
+    };
+    let name = resource.name();
+    match Verdict::try_from(a.verdict) {
+        Ok(Verdict::Allow | Verdict::Clamped) if a.granted > 0 => Ok((a.granted, a.granted_bytes)),
+        Ok(Verdict::DenyRate) => Err(Denial::Rate { resource: name }),
+        Ok(Verdict::DenyPolicy) => Err(Denial::Policy {
+            reason: format!("the agent refused this {name}"),
+        }),
+        _ => Err(Denial::Quota {
+            resource: name,
+            scope: "tenant",
+            used: a.used,
+            limit: a.limit,
+        }),
     }
 }

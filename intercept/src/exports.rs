@@ -13,11 +13,10 @@ use crate::{
     log::log_at,
     ops,
     real::{self, RealFn},
-    reentry::Reentry,
     statics::{config, with_process},
     verbs::{
-        admit_and_create_qp, admit_and_register_mr, after_destroy, count_cq, errno, quietly,
-        set_errno,
+        Reentry, admit_and_create_qp, admit_and_register_mr, after_destroy, count_cq, errno,
+        quietly, set_errno,
     },
 };
 

@@ -17,7 +17,6 @@ mod ops;
 mod process;
 mod rate;
 mod real;
-mod reentry;
 mod standalone;
 mod statics;
 mod tokens;

@@ -12,9 +12,8 @@ use crate::{
         VCTX_CREATE_CQ_EX_BEFORE_CONTEXT, VCTX_CREATE_QP_EX_BEFORE_CONTEXT, VCTX_SZ_BEFORE_CONTEXT,
         VERBS_ABI_IS_EXTENDED,
     },
-    reentry::Reentry,
     statics::{Originals, PATCHED},
-    verbs::{admit_and_create_qp, count_cq},
+    verbs::{Reentry, admit_and_create_qp, count_cq},
 };
 
 fn originals(ctx: *mut c_void) -> Option<Originals> {

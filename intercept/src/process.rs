@@ -1,6 +1,6 @@
 //! The process's admissions and its ledger of admitted objects. In agent mode the agent
-//! decides, through the process's token cache (`tokens.rs`) so that most calls need no
-//! round trip; in standalone mode (no agent socket, or the agent unreachable with the
+//! decides, through the tokens its connection pre-admitted (`agent_conn.rs`, `tokens.rs`)
+//! so that most calls need no round trip; in standalone mode (no agent socket, or the agent unreachable with the
 //! fail-open policy) the original design's per-process and host-wide caps apply
 //! (`standalone.rs`). Work-request caps, allowed QP types and creation rates apply in both,
 //! from the agent's hello or from the environment.
@@ -11,7 +11,7 @@ use std::{
 };
 
 use rdmaq_model::{Amounts, Limits, Resource, WrPolicy};
-use rdmaq_proto::intercept::{self as msg, Verdict, request, response};
+use rdmaq_proto::intercept::{self as msg, request};
 
 use crate::{
     agent_conn::{AgentLink, Mode},
@@ -21,7 +21,6 @@ use crate::{
     log::log_at,
     rate::Bucket,
     standalone::{self, HostCap},
-    tokens::{PREFETCH, Surplus, TokenCache},
 };
 
 /// Who admitted an object, so that its release goes back to the same place.
@@ -82,7 +81,6 @@ pub struct Process {
     qp_rate: Option<Bucket>,
     mr_rate: Option<Bucket>,
     agent: AgentLink,
-    tokens: TokenCache,
 }
 
 impl Process {
@@ -99,7 +97,6 @@ impl Process {
             pds: AddrSet::default(),
             host: HostCap::default(),
             agent: AgentLink::NotTried,
-            tokens: TokenCache::default(),
         }
     }
 
@@ -131,12 +128,7 @@ impl Process {
             mr: self.mrs.len() as u64,
             mr_bytes: self.bytes_held,
         };
-        let tokens = &mut self.tokens;
-        match self.agent.mode(&self.cfg, held, || {
-            // Tokens of an earlier connection (an agent that restarted) are not the new
-            // agent's; what the process holds was just claimed instead.
-            *tokens = TokenCache::default();
-        }) {
+        match self.agent.mode(&self.cfg, held) {
             Mode::Agent => Ok(true),
             Mode::Standalone => Ok(false),
             Mode::AgentDown => match self.cfg.agent_failure {
@@ -183,7 +175,10 @@ impl Process {
             return Err(Denial::Rate { resource: "qp" });
         }
         let by = if agent {
-            self.admit_by_agent(Resource::Qp, 0)?
+            {
+                self.agent.admit(&self.cfg, Resource::Qp, 0)?;
+                AdmittedBy::Agent
+            }
         } else {
             standalone::check_process(&self.cfg.limits, Resource::Qp, 0, self.held())?;
             AdmittedBy::Standalone {
@@ -200,7 +195,10 @@ impl Process {
             return Err(Denial::Rate { resource: "mr" });
         }
         let by = if agent {
-            self.admit_by_agent(Resource::Mr, bytes)?
+            {
+                self.agent.admit(&self.cfg, Resource::Mr, bytes)?;
+                AdmittedBy::Agent
+            }
         } else {
             standalone::check_process(&self.cfg.limits, Resource::Mr, bytes, self.held())?;
             AdmittedBy::Standalone { host: false }
@@ -240,28 +238,6 @@ impl Process {
             }
         }
         Ok(())
-    }
-
-    /// One object from the agent: a cached token, or a round trip that brings a few more.
-    fn admit_by_agent(&mut self, resource: Resource, bytes: u64) -> Result<AdmittedBy, Denial> {
-        if self.tokens.take(resource, bytes) {
-            return Ok(AdmittedBy::Agent);
-        }
-        let reply = self
-            .agent
-            .call(
-                &self.cfg,
-                request::Body::Admit(msg::Admit {
-                    resource: resource.to_wire() as i32,
-                    bytes,
-                    prefetch: PREFETCH,
-                    ..Default::default()
-                }),
-            )
-            .ok_or(Denial::AgentUnavailable)?;
-        let (count, granted_bytes) = verdict(resource, reply)?;
-        self.tokens.granted(resource, count, granted_bytes, bytes);
-        Ok(AdmittedBy::Agent)
     }
 
     // ------------------------------------------------------------------ outcomes
@@ -324,32 +300,14 @@ impl Process {
                     Resource::Qp => self.qps.len(),
                     Resource::Mr => self.mrs.len(),
                 };
-                if let Some(surplus) = self.tokens.returned(resource, bytes, live) {
-                    self.return_tokens(resource, surplus);
-                }
+                self.agent.returned(&self.cfg, resource, bytes, live);
             }
         }
     }
 
-    fn return_tokens(&mut self, resource: Resource, s: Surplus) {
-        if s == Surplus::default() {
-            return;
-        }
-        let _ = self.agent.call(
-            &self.cfg,
-            request::Body::Release(msg::Release {
-                resource: resource.to_wire() as i32,
-                count: s.count,
-                bytes: s.bytes,
-            }),
-        );
-    }
-
     /// At exit: unused tokens go back to the agent.
     pub fn return_all_tokens(&mut self) {
-        for (resource, surplus) in self.tokens.drain() {
-            self.return_tokens(resource, surplus);
-        }
+        self.agent.return_all(&self.cfg);
     }
 
     // ------------------------------------------------------------------ CQs, PDs
@@ -394,26 +352,5 @@ impl Process {
             })
         };
         let _ = self.agent.call(&self.cfg, body);
-    }
-}
-
-/// Interprets an Admit reply: (tokens, bytes) granted, or the denial.
-fn verdict(resource: Resource, reply: response::Body) -> Result<(u32, u64), Denial> {
-    let response::Body::Admit(a) = reply else {
-        return Err(Denial::AgentUnavailable);
-    };
-    let name = resource.name();
-    match Verdict::try_from(a.verdict) {
-        Ok(Verdict::Allow | Verdict::Clamped) if a.granted > 0 => Ok((a.granted, a.granted_bytes)),
-        Ok(Verdict::DenyRate) => Err(Denial::Rate { resource: name }),
-        Ok(Verdict::DenyPolicy) => Err(Denial::Policy {
-            reason: format!("the agent refused this {name}"),
-        }),
-        _ => Err(Denial::Quota {
-            resource: name,
-            scope: "tenant",
-            used: a.used,
-            limit: a.limit,
-        }),
     }
 }

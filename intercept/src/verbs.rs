@@ -1,9 +1,13 @@
 //! Admission around one verb, shared by the exported symbols (exports.rs) and the patched
-//! context operations (ops.rs): ask the process's admissions, call the real verb, record
-//! the outcome or roll back. A panic never crosses into C: the verb then runs unadmitted,
-//! as if the library were absent. `errno` is what the real verb left, or the denial's.
+//! context operations (ops.rs): only the outermost of nested verbs is admitted (libibverbs
+//! calls some exported verbs from inside others: `ibv_reg_mr` calls `ibv_reg_mr_iova2`, a
+//! provider's create_qp may use `create_qp_ex`); ask the process's admissions, call the
+//! real verb, record the outcome or roll back. A panic never crosses into C: the verb then
+//! runs unadmitted, as if the library were absent. `errno` is what the real verb left, or
+//! the denial's.
 
 use std::{
+    cell::Cell,
     ffi::{c_int, c_void},
     panic::{AssertUnwindSafe, catch_unwind},
 };
@@ -15,6 +19,35 @@ use crate::{
     process::Process,
     statics::{config, with_process},
 };
+
+thread_local! {
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as inside an interposed verb while it lives (see the module doc).
+pub struct Reentry(());
+
+impl Reentry {
+    /// `None` when this thread is already inside an interposed verb.
+    pub fn enter() -> Option<Reentry> {
+        DEPTH.with(|d| {
+            let outer = d.get() == 0;
+            d.set(d.get() + 1);
+            if outer {
+                Some(Reentry(()))
+            } else {
+                d.set(d.get() - 1);
+                None
+            }
+        })
+    }
+}
+
+impl Drop for Reentry {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
 
 pub(crate) fn set_errno(e: c_int) {
     // SAFETY: errno is thread-local and always writable.
@@ -111,5 +144,19 @@ pub(crate) fn after_destroy(ret: c_int, f: impl FnOnce(&mut Process)) -> c_int {
 pub(crate) fn count_cq(cq: *mut c_void, created: bool) {
     if !cq.is_null() && config().enabled {
         quietly(|| with_process(|p| p.note_cq(cq as usize, created)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_outermost_call_enters() {
+        let outer = Reentry::enter();
+        assert!(outer.is_some());
+        assert!(Reentry::enter().is_none(), "nested");
+        drop(outer);
+        assert!(Reentry::enter().is_some(), "after the outer call returned");
     }
 }
