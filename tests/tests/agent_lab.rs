@@ -120,7 +120,9 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
                 &format!("1={addr}"),
             ])
             // Plain text here (the insecure path); the cluster tests run with mutual TLS.
-            .args(["--lease-ttl-ms", "4000", "--insecure"])
+            // The lease outlives a program's start-up in the VM (`rdmaq exec` alone takes
+            // 2-4 s under software emulation) with a margin: 8 s, heartbeats every 2 s.
+            .args(["--lease-ttl-ms", "8000", "--insecure"])
             .arg("--data-dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -159,9 +161,14 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     let _ = coord.0.kill();
     let _ = coord.0.wait();
     let out = n.run_ok(&exec("t1", "qps 3")).unwrap().stdout;
-    assert_eq!(field(&out, "created"), "3", "{out}");
-    // ...until the lease runs out by the agent's clock (4 s lease, 1 s margin): fail-closed.
-    n.run_ok("sleep 4").unwrap();
+    assert_eq!(
+        field(&out, "created"),
+        "3",
+        "{out}\n{}",
+        n.run("cat /tmp/agent.log").unwrap().stdout
+    );
+    // ...until the lease runs out by the agent's clock (8 s lease, 1 s margin): fail-closed.
+    n.run_ok("sleep 8").unwrap();
     let out = n.run_ok(&exec("t1", "qps 1")).unwrap().stdout;
     assert_eq!(field(&out, "created"), "0", "{out}");
     assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out}");
