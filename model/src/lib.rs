@@ -1,7 +1,8 @@
 //! rdmaq's domain model, one shape for each idea every crate shares: amounts of the held
 //! resources ([`Amounts`], one per [`Dim`]), caps on them ([`Caps`]), a tenant's [`Limits`]
 //! at each scope (cluster, node, process, QP), the kinds of object admitted
-//! ([`Resource`]) and the work-request policy ([`WrPolicy`]), with their conversions to and
+//! ([`Resource`]), the work-request policy ([`WrPolicy`]) and the rule for names
+//! ([`check_name`]), with their conversions to and
 //! from the wire types of `rdmaq-proto`. No I/O, no clocks, no locks: the coordinator's
 //! state machine, the agent's ledger, the intercept library and the CLI all compute with
 //! these.
@@ -9,10 +10,12 @@
 
 mod amounts;
 mod limits;
+mod name;
 #[cfg(feature = "pb")]
 mod pb;
 mod resource;
 
 pub use amounts::{Amounts, Caps, Dim};
 pub use limits::{Limits, WrPolicy};
+pub use name::{MAX_NAME_LEN, check_name};
 pub use resource::Resource;

@@ -111,10 +111,17 @@ impl Agent for AgentService {
         let who = authz::agent_for(&self.cluster, &req, "Agent/Heartbeat", &req.get_ref().node)?;
         let req = req.into_inner();
         names(&req.node, None)?;
+        // Each report on its own: an invalid one is refused by name, the others are taken.
         let mut used = Vec::with_capacity(req.reports.len());
+        let mut refused = Vec::new();
         for r in req.reports {
-            validate::name("reports.tenant", &r.tenant).map_err(Error::Rejected)?;
-            used.push((r.tenant, Amounts::from_pb(r.used)));
+            match rdmaq_model::check_name(&r.tenant) {
+                Ok(()) => used.push((r.tenant, Amounts::from_pb(r.used))),
+                Err(reason) => refused.push(pb::TenantRefusal {
+                    tenant: r.tenant.chars().take(rdmaq_model::MAX_NAME_LEN).collect(),
+                    reason: format!("reports.tenant: {reason}"),
+                }),
+            }
         }
         let command = Command::Heartbeat {
             node: req.node,
@@ -124,7 +131,17 @@ impl Agent for AgentService {
             Reply::HeartbeatAck {
                 lease_expires_ms,
                 allotments,
+                unknown,
             } => {
+                refused.extend(unknown.into_iter().map(|tenant| pb::TenantRefusal {
+                    reason: format!(
+                        "no quota is set for tenant {tenant:?}: its use is not counted until one is"
+                    ),
+                    tenant,
+                }));
+                if !refused.is_empty() {
+                    tracing::info!(node = %who.name, refused = refused.len(), "heartbeat reports refused");
+                }
                 let quota_versions = allotments
                     .iter()
                     .map(|a| pb::QuotaVersion {
@@ -136,6 +153,7 @@ impl Agent for AgentService {
                     lease_expires_unix_ms: lease_expires_ms,
                     quota_versions,
                     allotments: allotments.iter().map(allotment_to_pb).collect(),
+                    refused,
                 }))
             }
             other => Err(unexpected(other)),

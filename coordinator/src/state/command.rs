@@ -114,6 +114,9 @@ pub enum Reply {
     HeartbeatAck {
         lease_expires_ms: u64,
         allotments: Vec<AllotmentView>,
+        /// Reported tenants without a quota: their use is not recorded.
+        #[serde(default)]
+        unknown: Vec<String>,
     },
     Error(ApplyError),
 }

@@ -335,12 +335,23 @@ impl State {
             .or_default()
             .entry(node.to_string())
             .or_default();
+        // Objects the node holds beyond its allotment are charged already (above); an
+        // allotment that did not cover them would let the node admit nothing: in each
+        // dimension granted, it grows to cover them, then by the grant (within the cap: the
+        // grant fit in what `charged` left).
+        let before = a.allotted;
+        for d in Dim::ALL {
+            if granted.get(d) > 0 {
+                a.allotted.set(d, a.allotted.get(d).max(a.used.get(d)));
+            }
+        }
         a.allotted = a.allotted.saturating_add(granted);
+        let grown = a.allotted.saturating_sub(before);
         let allotment = *a;
         self.counters.grants += 1;
         self.counters.granted = self.counters.granted.saturating_add(granted);
         self.totals
-            .insert(tenant.to_string(), total.saturating_add(granted));
+            .insert(tenant.to_string(), total.saturating_add(grown));
         self.nodes
             .get_mut(node)
             .expect("checked above")
@@ -405,10 +416,14 @@ impl State {
         policy: LeasePolicy,
     ) -> Result<Reply, ApplyError> {
         let lease_expires_ms = self.renew(node, policy)?;
-        // The node's tenants: those it held, and any it now reports use of (with a quota).
+        // The node's tenants: those it held, and any it now reports use of (with a quota: a
+        // node cannot create tenants; the others are answered as unknown).
         let rec = self.nodes.get_mut(node).expect("renewed");
+        let mut unknown = Vec::new();
         for (tenant, _) in used {
-            if !rec.tenants.contains(tenant) && self.quotas.contains_key(tenant) {
+            if !self.quotas.contains_key(tenant) {
+                unknown.push(tenant.clone());
+            } else if !rec.tenants.contains(tenant) {
                 rec.tenants.insert(tenant.clone());
             }
         }
@@ -447,6 +462,7 @@ impl State {
         Ok(Reply::HeartbeatAck {
             lease_expires_ms,
             allotments: self.views_of(node),
+            unknown,
         })
     }
 

@@ -102,6 +102,30 @@ fn grants_stop_at_the_cluster_cap() {
 }
 
 #[test]
+fn a_grant_covers_what_the_node_already_uses_beyond_its_allotment() {
+    // The node reports 3 in use with nothing allotted (objects it admitted before the
+    // tenant had a quota, or found around the library): they are charged, and a grant of
+    // one more must let it admit one more, so its allotment covers the 3 first.
+    let mut s = setup(&["n1", "n2"], 4);
+    one(
+        &mut s,
+        0,
+        Command::Heartbeat {
+            node: "n1".into(),
+            used: vec![("t1".into(), qps(3))],
+        },
+    );
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 4, 1)), 1);
+    assert_eq!(s.allotment("t1", "n1").allotted.qp, 4);
+    assert_eq!(s.totals["t1"].qp, 4);
+    // Nothing is left for anyone: the cap is 4.
+    assert!(matches!(
+        acquire(&mut s, 2, "n2", 1, 1),
+        Reply::Error(ApplyError::Insufficient { available: 0, .. })
+    ));
+}
+
+#[test]
 fn expiry_reclaims_only_unused_budget() {
     let mut s = setup(&["n1", "n2"], 10);
     assert_eq!(granted(&acquire(&mut s, 0, "n1", 10, 10)), 10);

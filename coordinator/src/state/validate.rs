@@ -3,7 +3,6 @@
 
 use super::{Limits, command::ApplyError};
 
-pub const MAX_NAME_LEN: usize = 128;
 /// Counts beyond this are typos, not quotas (a large RDMA cluster holds millions of QPs).
 pub const MAX_COUNT: u64 = 1 << 32;
 /// 1 EiB of pinned memory.
@@ -20,37 +19,9 @@ fn invalid(field: &str, reason: impl Into<String>) -> ApplyError {
     }
 }
 
-/// Tenant and node names: 1..=128 bytes of `[A-Za-z0-9._:/@-]`, starting alphanumeric.
+/// Tenant and node names (`rdmaq_model::check_name`), as the field `field`.
 pub fn name(field: &str, value: &str) -> Result<(), ApplyError> {
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(invalid(
-            field,
-            format!("{} bytes long, the limit is {MAX_NAME_LEN}", value.len()),
-        ));
-    }
-    if !value
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-    {
-        return Err(invalid(
-            field,
-            format!("{value:?} must start with a letter or digit"),
-        ));
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._:/@-".contains(*c)))
-    {
-        return Err(invalid(
-            field,
-            format!("{value:?} contains {c:?}; allowed are letters, digits and . _ : / @ -"),
-        ));
-    }
-    Ok(())
+    rdmaq_model::check_name(value).map_err(|reason| invalid(field, reason))
 }
 
 fn count(field: &str, v: Option<u64>, max: u64) -> Result<(), ApplyError> {
