@@ -35,12 +35,15 @@ pub enum Backstop {
     Kill,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// What a tenant with no caps anywhere (no `[tenants.*]` entry, no quota at the
+/// coordinator) may do on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnknownTenant {
-    /// A tenant with no quota anywhere is not capped.
-    #[default]
+    /// Not capped (and, with a coordinator, not reported: a hole the operator chooses).
     Allow,
+    /// Nothing is admitted; with a coordinator, its use is still reported, and a quota set
+    /// later applies at once.
     Deny,
 }
 
@@ -118,12 +121,17 @@ pub struct Rule {
     pub cgroup: Option<String>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-    /// The tenant; may be omitted when `allow_launcher` is set.
+    /// The tenant; may be omitted when `launcher_tenants` is set.
     pub tenant: Option<String>,
-    /// Take the tenant from the launcher (`rdmaq exec --tenant`, `RDMAQ_TENANT`) when it
-    /// names one; only for processes matching this rule.
+    /// Tenants a launcher (`rdmaq exec --tenant`, `RDMAQ_TENANT`) may name for processes
+    /// matching this rule: globs (`*` matches any run of characters). A name matching none
+    /// is refused at the program's hello.
     #[serde(default)]
-    pub allow_launcher: bool,
+    pub launcher_tenants: Vec<String>,
+    /// Replaced by `launcher_tenants` (an error naming it, so that an old config cannot
+    /// silently let launchers name any tenant).
+    #[serde(default)]
+    pub allow_launcher: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +151,11 @@ pub struct Config {
     /// User owning the socket (numeric uid), if not the agent's.
     #[serde(default)]
     pub socket_uid: Option<u32>,
+    /// Connections the socket holds at most, in all and per peer uid, counted from accept.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::max_connections_per_uid")]
+    pub max_connections_per_uid: usize,
     /// Coordinator members; empty: standalone mode, caps from `[tenants.*]`.
     #[serde(default)]
     pub endpoints: Vec<String>,
@@ -161,8 +174,9 @@ pub struct Config {
     /// Per-tenant budget usable while the lease is lost, with `on_lease_lost = "fail-static"`.
     #[serde(default)]
     pub fail_static_floor: TenantConfig,
+    /// Default: `deny` with a coordinator, `allow` standalone (the original design).
     #[serde(default)]
-    pub unknown_tenant: UnknownTenant,
+    pub unknown_tenant: Option<UnknownTenant>,
     #[serde(default)]
     pub backstop: Backstop,
     /// Where the cgroup-v2 hierarchy is mounted.
@@ -193,6 +207,12 @@ mod defaults {
     }
     pub fn socket_mode() -> String {
         "0666".into()
+    }
+    pub fn max_connections() -> usize {
+        16_384
+    }
+    pub fn max_connections_per_uid() -> usize {
+        1_024
     }
     pub fn lease_margin_ms() -> u64 {
         2_000
@@ -232,19 +252,54 @@ impl Config {
                     format!("{:?} is not octal permission bits", self.socket_mode),
                 )
             })?;
+        if self.max_connections_per_uid == 0 {
+            return Err(bad("max_connections_per_uid", "must be at least 1"));
+        }
+        if self.max_connections < self.max_connections_per_uid {
+            return Err(bad(
+                "max_connections",
+                format!(
+                    "{} is below max_connections_per_uid ({}): one uid could take them all",
+                    self.max_connections, self.max_connections_per_uid
+                ),
+            ));
+        }
         for (i, r) in self.rules.iter().enumerate() {
-            if r.tenant.is_none() && !r.allow_launcher {
+            if r.allow_launcher.is_some() {
                 return Err(bad(
-                    &format!("rules[{i}].tenant"),
-                    "a rule needs a tenant or allow_launcher = true",
+                    &format!("rules[{i}].allow_launcher"),
+                    "replaced by launcher_tenants = [\"pattern\", ...]: name the tenants a \
+                     launcher may choose for this rule's processes",
                 ));
             }
-            if r.cgroup.is_none() && r.uid.is_none() && r.gid.is_none() && !r.allow_launcher {
+            if r.tenant.is_none() && r.launcher_tenants.is_empty() {
+                return Err(bad(
+                    &format!("rules[{i}].tenant"),
+                    "a rule needs a tenant or launcher_tenants",
+                ));
+            }
+            if r.cgroup.is_none() && r.uid.is_none() && r.gid.is_none() {
                 return Err(bad(
                     &format!("rules[{i}]"),
                     "a rule needs cgroup, uid or gid to match on",
                 ));
             }
+            if let Some(t) = &r.tenant {
+                rdmaq_model::check_name(t)
+                    .map_err(|why| bad(&format!("rules[{i}].tenant"), why))?;
+            }
+            for (j, p) in r.launcher_tenants.iter().enumerate() {
+                if p.is_empty() || p.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                    return Err(bad(
+                        &format!("rules[{i}].launcher_tenants[{j}]"),
+                        format!("{p:?} is not a tenant pattern"),
+                    ));
+                }
+            }
+        }
+        rdmaq_model::check_name(&self.default_tenant).map_err(|why| bad("default_tenant", why))?;
+        for name in self.tenants.keys() {
+            rdmaq_model::check_name(name).map_err(|why| bad(&format!("tenants.{name}"), why))?;
         }
         if !self.standalone() {
             match (&self.tls, self.insecure) {
@@ -276,6 +331,15 @@ impl Config {
     pub fn standalone(&self) -> bool {
         self.endpoints.is_empty()
     }
+
+    /// The policy for tenants with no caps anywhere, the default depending on the mode.
+    pub fn unknown_tenant(&self) -> UnknownTenant {
+        self.unknown_tenant.unwrap_or(if self.standalone() {
+            UnknownTenant::Allow
+        } else {
+            UnknownTenant::Deny
+        })
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +361,13 @@ mod tests {
             ("[tenants.t1]\nmax_mr_bytes = \"10XiB\"", "XiB"),
             ("[tenants.t1]\nmax_qq = 3", "max_qq"),
             ("[[rules]]\nuid = 5", "rules[0].tenant"),
+            (
+                "[[rules]]\nuid = 5\nallow_launcher = true",
+                "rules[0].allow_launcher",
+            ),
+            ("[[rules]]\nlauncher_tenants = [\"a*\"]", "rules[0]"),
+            ("default_tenant = \"a b\"", "default_tenant"),
+            ("[[rules]]\nuid = 5\ntenant = \"-x\"", "rules[0].tenant"),
             ("on_lease_lost = \"panic\"", "panic"),
         ] {
             let err = Config::from_toml(text).unwrap_err().to_string();

@@ -64,6 +64,9 @@ async fn heartbeat(agent: &Agent) {
     let sent = Instant::now();
     match c.heartbeat(reports).await {
         Ok(r) => {
+            for refusal in &r.refused {
+                tracing::debug!(tenant = %refusal.tenant, reason = %refusal.reason, "report not taken by the coordinator");
+            }
             let ttl = *agent.lease_ttl.lock().expect("ttl");
             let deadline = agent.lease_deadline(sent, ttl);
             let mut stale = Vec::new();
@@ -170,6 +173,25 @@ pub async fn watch_quotas(agent: Arc<Agent>) {
                             };
                             if ours {
                                 tracing::debug!(seq = change.seq, tenants = ?change.tenants, "quota changed; heartbeat now");
+                                // Tenants this node knows but the coordinator had no quota
+                                // for take theirs on now (the heartbeat only carries the
+                                // node's allotments).
+                                let unleased: Vec<String> = {
+                                    let ledger = agent.ledger();
+                                    ledger
+                                        .tenants
+                                        .iter()
+                                        .filter(|(n, t)| {
+                                            t.quota_version == 0
+                                                && (change.tenants.is_empty()
+                                                    || change.tenants.contains(n))
+                                        })
+                                        .map(|(n, _)| n.clone())
+                                        .collect()
+                                };
+                                for tenant in unleased {
+                                    agent.refresh_quota(&tenant).await;
+                                }
                                 heartbeat(&agent).await;
                                 // A lowered cap asks budget back: return what is free now.
                                 give_back(&agent).await;

@@ -14,6 +14,7 @@ use std::{
 };
 
 use rdmaq_model::{Amounts, Limits, Resource};
+use rdmaq_proto::v1 as pb;
 
 use crate::{
     config::{Config, LeaseLost, UnknownTenant},
@@ -79,7 +80,7 @@ impl Agent {
     }
 
     fn local_tenant(&self, name: &str) -> Tenant {
-        match (self.cfg.tenants.get(name), self.cfg.unknown_tenant) {
+        match (self.cfg.tenants.get(name), self.cfg.unknown_tenant()) {
             (Some(t), _) => Tenant::new(t.limits(), BudgetFrom::LocalCaps),
             (None, UnknownTenant::Allow) => Tenant::new(Limits::NONE, BudgetFrom::LocalCaps),
             (None, UnknownTenant::Deny) => {
@@ -94,6 +95,43 @@ impl Agent {
         }
     }
 
+    /// A tenant whose budget is leased from the coordinator, with its quota if it has one
+    /// (without, it has no allotment: its admissions ask, and are refused until a quota is
+    /// set).
+    fn leased_tenant(&self, quota: Option<&pb::Quota>) -> Tenant {
+        let mut t = Tenant::new(Limits::NONE, BudgetFrom::Lease);
+        if let Some(q) = quota {
+            t.take_quota(Limits::of_quota(q), q.version);
+        }
+        t.floor = self.floor();
+        t
+    }
+
+    /// Takes in `name`'s quota as it is now at the coordinator (after a change announced on
+    /// the quota stream): a tenant this node ran on local caps or uncapped while the
+    /// coordinator had no quota for it is from now on leased, with these caps.
+    pub async fn refresh_quota(&self, name: &str) {
+        let Some(c) = &self.coordinator else { return };
+        let Ok(Some(q)) = c.quota(name).await else {
+            return;
+        };
+        let mut ledger = self.ledger();
+        let Some(t) = ledger.tenants.get_mut(name) else {
+            return;
+        };
+        if t.budget_from == BudgetFrom::LocalCaps {
+            tracing::info!(
+                tenant = name,
+                "a quota was set: the tenant is capped by the coordinator from now on"
+            );
+            t.budget_from = BudgetFrom::Lease;
+            t.allotment = Amounts::ZERO;
+            t.owed = Amounts::ZERO;
+            t.floor = self.floor();
+        }
+        t.take_quota(Limits::of_quota(&q), q.version);
+    }
+
     /// Makes sure the ledger knows `name`, asking the coordinator for its quota if needed.
     pub async fn ensure_tenant(&self, name: &str) {
         if self.ledger().tenants.contains_key(name) {
@@ -102,18 +140,22 @@ impl Agent {
         let tenant = match &self.coordinator {
             None => self.local_tenant(name),
             Some(c) => match c.quota(name).await {
-                Ok(Some(q)) => {
-                    let mut t = Tenant::new(Limits::NONE, BudgetFrom::Lease);
-                    t.take_quota(Limits::of_quota(&q), q.version);
-                    t.floor = self.floor();
-                    t
-                }
-                Ok(None) => self.local_tenant(name),
+                Ok(Some(q)) => self.leased_tenant(Some(&q)),
+                // No quota at the coordinator: denied (and reported) unless the operator
+                // lets such tenants run uncapped here.
+                Ok(None) => match self.cfg.unknown_tenant() {
+                    UnknownTenant::Allow if !self.cfg.tenants.contains_key(name) => {
+                        tracing::warn!(
+                            tenant = name,
+                            "no quota anywhere: not capped on this node (unknown_tenant = \"allow\")"
+                        );
+                        self.local_tenant(name)
+                    }
+                    _ => self.leased_tenant(None),
+                },
                 Err(e) => {
                     tracing::warn!(tenant = name, error = %e, "coordinator unreachable; tenant has no lease yet");
-                    let mut t = Tenant::new(Limits::NONE, BudgetFrom::Lease);
-                    t.floor = self.floor();
-                    t
+                    self.leased_tenant(None)
                 }
             },
         };
@@ -128,10 +170,22 @@ impl Agent {
     /// node's allotment is short, an acquisition from the coordinator (bounded by
     /// ACQUIRE_WAIT, so a slow coordinator costs a denial, never a hang) and a second one.
     pub async fn admit(&self, conn: u64, resource: Resource, count: u32, bytes: u64) -> Decision {
-        let decide = |attempt| {
-            self.ledger()
-                .admit(conn, resource, count, bytes, Instant::now(), attempt)
-        };
+        self.decide(|l, now, attempt| l.admit(conn, resource, count, bytes, now, attempt))
+            .await
+    }
+
+    /// Decides `bytes` more for an MR connection `conn` holds (`ibv_rereg_mr` growing it),
+    /// the same way.
+    pub async fn grow(&self, conn: u64, bytes: u64) -> Decision {
+        self.decide(|l, now, attempt| l.grow(conn, bytes, now, attempt))
+            .await
+    }
+
+    async fn decide(
+        &self,
+        ledger_decides: impl Fn(&mut Ledger, Instant, Attempt) -> Decision,
+    ) -> Decision {
+        let decide = |attempt| ledger_decides(&mut self.ledger(), Instant::now(), attempt);
         match decide(Attempt::First) {
             Decision::NeedMore { tenant, want, min } => {
                 let _ = tokio::time::timeout(ACQUIRE_WAIT, self.acquire(&tenant, want, min)).await;

@@ -95,7 +95,9 @@ pub async fn run(agent: Arc<Agent>) {
                         cgroup: cgroup.as_deref(),
                         launcher: &launcher,
                     };
-                    tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer)
+                    // A launcher name the rules refuse is not the process's to choose: it
+                    // is charged to its rule's tenant (or the default) instead.
+                    tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer).tenant
                 }
             };
             if reported.get(pid) != Some(extra) {

@@ -1,6 +1,6 @@
 //! Who is the tenant: the agent's decision from the peer's credentials (SO_PEERCRED) and
 //! the configured rules, never the client's word — except a launcher-named tenant, and
-//! only where the matching rule allows it.
+//! only one the matching rule's `launcher_tenants` patterns allow.
 
 use crate::config::Rule;
 
@@ -40,9 +40,21 @@ pub struct Peer<'a> {
     pub launcher: &'a str,
 }
 
-/// The tenant for `peer`: the first matching rule's, else `default`.
-pub fn resolve(rules: &[Rule], default: &str, peer: &Peer<'_>) -> String {
-    for rule in rules {
+/// The agent's decision for a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The tenant to charge: the launcher's choice if the matching rule allows it, else the
+    /// rule's own tenant, else the default. Always a valid name.
+    pub tenant: String,
+    /// Why the launcher's choice was refused, if it named one and it was.
+    pub launcher_refused: Option<String>,
+}
+
+/// The tenant for `peer`: the first matching rule's (or the launcher's, where that rule's
+/// patterns allow the name), else `default`.
+pub fn resolve(rules: &[Rule], default: &str, peer: &Peer<'_>) -> Resolved {
+    let mut refused = None;
+    for (i, rule) in rules.iter().enumerate() {
         let matches = rule.uid.is_none_or(|u| u == peer.uid)
             && rule.gid.is_none_or(|g| g == peer.gid)
             && rule
@@ -52,14 +64,53 @@ pub fn resolve(rules: &[Rule], default: &str, peer: &Peer<'_>) -> String {
         if !matches {
             continue;
         }
-        if rule.allow_launcher && !peer.launcher.is_empty() {
-            return peer.launcher.to_string();
+        if !peer.launcher.is_empty() {
+            match launcher_allowed(rule, peer.launcher) {
+                Ok(()) => {
+                    return Resolved {
+                        tenant: peer.launcher.to_string(),
+                        launcher_refused: None,
+                    };
+                }
+                Err(why) => refused = Some(format!("rules[{i}]: {why}")),
+            }
         }
         if let Some(t) = &rule.tenant {
-            return t.clone();
+            return Resolved {
+                tenant: t.clone(),
+                launcher_refused: refused,
+            };
         }
     }
-    default.to_string()
+    Resolved {
+        tenant: default.to_string(),
+        launcher_refused: refused.or_else(|| {
+            (!peer.launcher.is_empty()).then(|| {
+                format!(
+                    "launcher tenant {:?}: no rule matching this process allows a launcher",
+                    peer.launcher
+                )
+            })
+        }),
+    }
+}
+
+/// Whether `rule` lets a launcher name `tenant`: a valid name matching one of its patterns.
+fn launcher_allowed(rule: &Rule, tenant: &str) -> Result<(), String> {
+    if rule.launcher_tenants.is_empty() {
+        return Err(format!(
+            "launcher tenant {tenant:?}: the rule allows no launcher tenant"
+        ));
+    }
+    rdmaq_model::check_name(tenant).map_err(|why| format!("launcher tenant {why}"))?;
+    if rule.launcher_tenants.iter().any(|p| glob(p, tenant)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "launcher tenant {tenant:?} matches none of {:?}",
+            rule.launcher_tenants
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -81,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_decide_and_the_launcher_only_where_allowed() {
+    fn rules_decide_and_the_launcher_only_where_its_patterns_allow() {
         let rules = vec![
             Rule {
                 uid: Some(1000),
@@ -90,7 +141,7 @@ mod tests {
             },
             Rule {
                 cgroup: Some("/jobs/*".into()),
-                allow_launcher: true,
+                launcher_tenants: vec!["team-a-*".into(), "t9".into()],
                 tenant: Some("jobs".into()),
                 ..Rule::default()
             },
@@ -101,21 +152,29 @@ mod tests {
             cgroup,
             launcher,
         };
+        let tenant = |p: &Peer<'_>| resolve(&rules, "default", p).tenant;
+        // A rule without patterns ignores the launcher, and says so.
+        let r = resolve(&rules, "default", &peer(1000, None, "mallory"));
+        assert_eq!(r.tenant, "alice");
+        assert!(r.launcher_refused.unwrap().contains("allows no launcher"));
+        // Allowed names; refused ones fall back to the rule's tenant with the reason.
+        assert_eq!(tenant(&peer(5, Some("/jobs/x"), "t9")), "t9");
+        assert_eq!(tenant(&peer(5, Some("/jobs/x"), "team-a-7")), "team-a-7");
+        for bad in ["team-b", "t9 ", "team-a-\n", "../etc", ""] {
+            let r = resolve(&rules, "default", &peer(5, Some("/jobs/x"), bad));
+            assert_eq!(r.tenant, "jobs", "{bad:?}");
+            assert_eq!(r.launcher_refused.is_some(), !bad.is_empty(), "{bad:?}");
+        }
+        // A launcher name never applies where no rule matches.
+        let r = resolve(&rules, "default", &peer(5, Some("/other"), "t9"));
+        assert_eq!(r.tenant, "default");
+        assert!(r.launcher_refused.is_some());
         assert_eq!(
-            resolve(&rules, "default", &peer(1000, None, "mallory")),
-            "alice"
-        );
-        assert_eq!(
-            resolve(&rules, "default", &peer(5, Some("/jobs/x"), "t9")),
-            "t9"
-        );
-        assert_eq!(
-            resolve(&rules, "default", &peer(5, Some("/jobs/x"), "")),
-            "jobs"
-        );
-        assert_eq!(
-            resolve(&rules, "default", &peer(5, Some("/other"), "t9")),
-            "default"
+            resolve(&rules, "default", &peer(5, Some("/other"), "")),
+            Resolved {
+                tenant: "default".into(),
+                launcher_refused: None
+            }
         );
     }
 }

@@ -37,6 +37,12 @@ pub enum AgentLink {
     Down {
         retry_at: Instant,
     },
+    /// The agent refused this process at hello (e.g. a launcher tenant its rules do not
+    /// allow), saying why: asked again at `retry_at`.
+    Refused {
+        reason: String,
+        retry_at: Instant,
+    },
     /// No agent socket at first use: standalone mode.
     Absent,
 }
@@ -47,6 +53,8 @@ pub enum Mode {
     Standalone,
     /// Agent mode, but the agent cannot be reached now.
     AgentDown,
+    /// The agent refused this process.
+    Refused(String),
 }
 
 impl AgentLink {
@@ -62,9 +70,13 @@ impl AgentLink {
                 AgentLink::Absent
             };
         }
-        if let AgentLink::Down { retry_at } = *self
-            && Instant::now() >= retry_at
-        {
+        let retry_due = match self {
+            AgentLink::Down { retry_at } | AgentLink::Refused { retry_at, .. } => {
+                Instant::now() >= *retry_at
+            }
+            _ => false,
+        };
+        if retry_due {
             match AgentConn::connect(cfg, held) {
                 Ok(conn) => {
                     log_at!(
@@ -75,6 +87,13 @@ impl AgentLink {
                         cfg.agent_socket.display()
                     );
                     *self = AgentLink::Connected(Box::new(conn));
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    log_at!(cfg, Error, "the rdmaq agent refused this process: {e}");
+                    *self = AgentLink::Refused {
+                        reason: e.to_string(),
+                        retry_at: Instant::now() + RETRY,
+                    };
                 }
                 Err(e) => {
                     log_at!(
@@ -92,6 +111,7 @@ impl AgentLink {
         match self {
             AgentLink::Connected(_) => Mode::Agent,
             AgentLink::Absent => Mode::Standalone,
+            AgentLink::Refused { reason, .. } => Mode::Refused(reason.clone()),
             _ => Mode::AgentDown,
         }
     }
@@ -138,6 +158,31 @@ impl AgentLink {
             c.tokens.granted(resource, count, granted_bytes, bytes);
         }
         Ok(())
+    }
+
+    /// `bytes` more for an MR the process holds (`ibv_rereg_mr` growing it): always a round
+    /// trip (rare, and never from cached tokens, which are for new MRs).
+    pub fn grow(&mut self, cfg: &Config, bytes: u64) -> Result<(), Denial> {
+        let reply = self
+            .call(
+                cfg,
+                request::Body::Admit(msg::Admit {
+                    resource: Resource::Mr.to_wire() as i32,
+                    bytes,
+                    grow: true,
+                    ..Default::default()
+                }),
+            )
+            .ok_or(Denial::AgentUnavailable)?;
+        match reply {
+            response::Body::Admit(a) if a.verdict == Verdict::Allow as i32 => Ok(()),
+            other => verdict(Resource::Mr, other).map(drop),
+        }
+    }
+
+    /// Gives `bytes` of MR budget back (an MR that shrank, or a growth that failed).
+    pub fn release_bytes(&mut self, cfg: &Config, bytes: u64) {
+        self.release(cfg, Resource::Mr, Surplus { count: 0, bytes });
     }
 
     /// An object the agent admitted is gone (destroyed, or its creation failed) and `live`
@@ -286,7 +331,10 @@ impl AgentConn {
             )));
         }
         match resp.body {
-            Some(response::Body::Error(e)) => Err(io::Error::other(e.message)),
+            // The agent refused the request (at hello: this process), saying why.
+            Some(response::Body::Error(e)) => {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, e.message))
+            }
             Some(b) => Ok(b),
             None => Err(proto_err("empty reply")),
         }

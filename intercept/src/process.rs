@@ -131,6 +131,7 @@ impl Process {
         match self.agent.mode(&self.cfg, held) {
             Mode::Agent => Ok(true),
             Mode::Standalone => Ok(false),
+            Mode::Refused(reason) => Err(Denial::Policy { reason }),
             Mode::AgentDown => match self.cfg.agent_failure {
                 AgentFailure::Open => Ok(false),
                 AgentFailure::Closed => Err(Denial::AgentUnavailable),
@@ -283,14 +284,48 @@ impl Process {
         }
     }
 
-    /// `ibv_rereg_mr` changed the length of a registered MR.
-    pub fn resize_mr(&mut self, mr: usize, bytes: u64) {
-        if let Some((_, old)) = self.mrs.get_mut(&mr) {
-            self.bytes_held = self.bytes_held - *old + bytes;
-            *old = bytes;
+    /// `ibv_rereg_mr` is about to give `mr` the length `bytes`: the growth, if any, is
+    /// admitted before the kernel pins it (by the agent, or by the standalone bytes cap).
+    /// Returns the growth admitted (0 if the MR does not grow, or is not one of ours).
+    pub fn admit_resize(&mut self, mr: usize, bytes: u64) -> Result<u64, Denial> {
+        let Some(&(_, old)) = self.mrs.get(&mr) else {
+            return Ok(0);
+        };
+        let growth = bytes.saturating_sub(old);
+        if growth == 0 {
+            return Ok(0);
         }
+        if self.agent_decides()? {
+            self.agent.grow(&self.cfg, growth)?;
+        } else {
+            standalone::check_bytes(&self.cfg.limits, self.held().mr_bytes, growth)?;
+        }
+        self.pending.mr_bytes += growth;
+        Ok(growth)
     }
 
+    /// The rereg of `mr` to `bytes` ended (`ok` or not), `growth` having been admitted for
+    /// it: the MR takes its new length, and what it no longer pins goes back; or, if it
+    /// failed, the growth goes back.
+    pub fn finish_resize(&mut self, mr: usize, growth: u64, ok: bool, bytes: u64) {
+        self.pending.mr_bytes = self.pending.mr_bytes.saturating_sub(growth);
+        let agent_owned = self.agent.connected();
+        if !ok {
+            if growth > 0 && agent_owned {
+                self.agent.release_bytes(&self.cfg, growth);
+            }
+            return;
+        }
+        let Some((by, old)) = self.mrs.get_mut(&mr) else {
+            return;
+        };
+        let (by, shrink) = (*by, old.saturating_sub(bytes));
+        self.bytes_held = self.bytes_held - *old + bytes;
+        *old = bytes;
+        if shrink > 0 && by == AdmittedBy::Agent {
+            self.agent.release_bytes(&self.cfg, shrink);
+        }
+    }
     fn give_back(&mut self, resource: Resource, by: AdmittedBy, bytes: u64) {
         match by {
             AdmittedBy::Standalone { host: true } => self.host.release(&self.cfg),
