@@ -307,6 +307,78 @@ impl Ledger {
         }
     }
 
+    /// Decides `bytes` more for an MR connection `id` already holds (`ibv_rereg_mr` growing
+    /// it): bytes only, by the same caps as a new MR's bytes. Granted with `count` 0.
+    pub fn grow(&mut self, id: u64, bytes: u64, now: Instant, attempt: Attempt) -> Decision {
+        let Some(conn) = self.conns.get(&id) else {
+            return Decision::Denied {
+                scope: "connection",
+                used: 0,
+                limit: 0,
+            };
+        };
+        let Some(t) = self.tenants.get_mut(&conn.tenant) else {
+            return Decision::Denied {
+                scope: "tenant",
+                used: 0,
+                limit: 0,
+            };
+        };
+        let ask = Amounts {
+            qp: 0,
+            mr: 0,
+            mr_bytes: bytes,
+        };
+        if t.limits.per_process.headroom(conn.held).mr_bytes < bytes {
+            t.denials += 1;
+            return Decision::Denied {
+                scope: "process",
+                used: conn.held.mr_bytes,
+                limit: t.limits.per_process.bound().mr_bytes,
+            };
+        }
+        if t.headroom(now).mr_bytes < bytes {
+            let node_full = t.limits.per_node.headroom(t.charged()).mr_bytes < bytes;
+            let backoff = t.acquire_backoff_until.is_some_and(|b| now < b);
+            if attempt == Attempt::First
+                && t.budget_from == BudgetFrom::Lease
+                && !backoff
+                && !node_full
+            {
+                return Decision::NeedMore {
+                    tenant: conn.tenant.clone(),
+                    want: Amounts {
+                        mr_bytes: CHUNK_BYTES.max(bytes),
+                        ..Amounts::ZERO
+                    },
+                    min: ask,
+                };
+            }
+            t.denials += 1;
+            let used = t.charged().mr_bytes;
+            return if node_full {
+                Decision::Denied {
+                    scope: "node",
+                    used,
+                    limit: t.limits.per_node.bound().mr_bytes,
+                }
+            } else {
+                Decision::Denied {
+                    scope: "tenant",
+                    used,
+                    limit: t.allotment.mr_bytes,
+                }
+            };
+        }
+        t.used = t.used.saturating_add(ask);
+        t.recent_peak = t.recent_peak.max(t.used);
+        t.admissions += 1;
+        t.last_admission = Some(now);
+        let conn = self.conns.get_mut(&id).expect("looked up above");
+        conn.held = conn.held.saturating_add(ask);
+        Decision::Granted { count: 0, bytes }
+    }
+
     /// Connection `id` returns tokens; never more than it holds.
     pub fn release(&mut self, id: u64, resource: Resource, count: u32, bytes: u64) {
         let Some(conn) = self.conns.get_mut(&id) else {
@@ -517,6 +589,64 @@ mod tests {
                 scope: "tenant",
                 used: 1,
                 limit: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_growing_mr_is_admitted_for_its_growth_in_bytes_only() {
+        let now = Instant::now();
+        let limits = Limits {
+            per_node: Caps {
+                mr_bytes: Some(10 << 20),
+                ..Caps::NONE
+            },
+            per_process: Caps {
+                mr_bytes: Some(8 << 20),
+                ..Caps::NONE
+            },
+            ..Limits::NONE
+        };
+        let mut l = ledger(limits, BudgetFrom::LocalCaps);
+        assert!(matches!(
+            l.admit(1, Resource::Mr, 1, 4 << 20, now, Attempt::First),
+            Decision::Granted { count: 1, .. }
+        ));
+        // +3 MiB: within the process's 8 MiB; +2 MiB more: not.
+        assert_eq!(
+            l.grow(1, 3 << 20, now, Attempt::First),
+            Decision::Granted {
+                count: 0,
+                bytes: 3 << 20
+            }
+        );
+        assert!(matches!(
+            l.grow(1, 2 << 20, now, Attempt::First),
+            Decision::Denied {
+                scope: "process",
+                ..
+            }
+        ));
+        // The node has 3 MiB left; another process may take them, not more.
+        assert!(matches!(
+            l.admit(2, Resource::Mr, 1, 1 << 20, now, Attempt::First),
+            Decision::Granted { .. }
+        ));
+        assert!(matches!(
+            l.grow(2, 3 << 20, now, Attempt::First),
+            Decision::Denied { scope: "node", .. }
+        ));
+        let t = &l.tenants["t"];
+        assert_eq!(t.used.mr, 2, "growth is not an MR");
+        assert_eq!(t.used.mr_bytes, 8 << 20);
+        // Shrinking gives bytes back without an MR.
+        l.release(1, Resource::Mr, 0, 3 << 20);
+        assert_eq!(
+            l.tenants["t"].used,
+            Amounts {
+                qp: 0,
+                mr: 2,
+                mr_bytes: 5 << 20
             }
         );
     }

@@ -11,6 +11,7 @@
 
 pub mod btf;
 pub mod config;
+pub mod conn_limits;
 pub mod coordinator;
 mod error;
 pub mod kernel;

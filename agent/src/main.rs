@@ -101,6 +101,18 @@ fn load_tls(
     Ok(tls)
 }
 
+/// Each connected program holds a descriptor: raise the soft limit to the hard one so that
+/// `max_connections`, not the default 1024 descriptors, is what bounds them.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -112,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init(args.log_format, "info");
     let cfg = load(&args)?;
+    raise_fd_limit();
     let node = cfg.node.clone().unwrap_or_else(hostname);
     let coordinator = if cfg.standalone() {
         None

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub kernel_events: Family<Labels, Counter>,
     pub unadmitted_found: Family<Labels, Counter>,
     protocol_errors: Counter,
+    connections_refused: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +64,13 @@ impl Metrics {
 
     pub fn protocol_error(&self) {
         self.protocol_errors.inc();
+    }
+
+    /// A connection refused at accept: `limit` is "uid" or "total".
+    pub fn connection_refused(&self, limit: &'static str) {
+        self.connections_refused
+            .get_or_create(&vec![("limit", limit.to_string())])
+            .inc();
     }
 
     /// The text exposition, with the ledger's gauges as of now.
@@ -107,6 +115,11 @@ impl Metrics {
             "rdmaq_agent_protocol_errors",
             "Malformed or out-of-order client messages",
             self.protocol_errors.clone(),
+        );
+        r.register(
+            "rdmaq_agent_connections_refused",
+            "Connections refused at accept by the per-uid or total limit",
+            self.connections_refused.clone(),
         );
         let gauges: [(&str, &str, Family<Labels, Gauge>); 4] = [
             (

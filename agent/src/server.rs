@@ -1,13 +1,15 @@
 //! The admission socket the intercept library talks to. Each connection is one process:
 //! identified by SO_PEERCRED, mapped to a tenant by the rules, served by its own task (a
-//! slow or hostile client only ever blocks itself). A malformed, oversized or out-of-order
-//! message gets an error reply and a closed connection.
+//! slow or hostile client only ever blocks itself). Connections are bounded per uid and in
+//! all from the moment they are accepted (`conn_limits.rs`); a frame's buffer grows as its
+//! bytes arrive, and a frame once begun must be finished within FRAME_TIMEOUT. A malformed,
+//! oversized or out-of-order message gets an error reply and a closed connection.
 
 use std::{
     os::unix::fs::{PermissionsExt, chown},
     path::Path,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdmaq_proto::{
@@ -21,12 +23,21 @@ use tokio::{
 
 use rdmaq_model::{Amounts, Resource, WrPolicy};
 
-use crate::{Error, kernel, ledger::Decision, node::Agent, tenant};
+use crate::{
+    Error,
+    conn_limits::{ConnLimits, Full},
+    kernel,
+    ledger::Decision,
+    node::Agent,
+    tenant,
+};
 
 /// A client must say hello this soon after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections beyond this are refused at once.
-pub const MAX_CONNECTIONS: usize = 16_384;
+/// Once a frame's first byte has arrived, the rest must follow within this.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// A refused connection is logged at most this often (a flood is counted, not logged).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Binds the socket: removes a stale one (nobody listening), sets mode and group.
 pub fn bind(
@@ -84,21 +95,46 @@ pub fn activated() -> Result<Option<UnixListener>, Error> {
 }
 
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    let limits = ConnLimits::new(agent.cfg.max_connections_per_uid, agent.cfg.max_connections);
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
+                // Out of descriptors, most likely: let connections close before more.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if agent.ledger().conns.len() >= MAX_CONNECTIONS {
-            tracing::warn!("connection limit reached; refusing a client");
+        let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
             continue;
-        }
+        };
+        let slot = match limits.take(uid) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let reason = match full {
+                    Full::Uid => "uid",
+                    Full::Total => "total",
+                };
+                agent.metrics.connection_refused(reason);
+                if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+                    last_refusal_log = Some(Instant::now());
+                    let (total, mine) = limits.held(uid);
+                    tracing::warn!(
+                        uid,
+                        held_by_uid = mine,
+                        held = total,
+                        limit = reason,
+                        "connection limit reached; refusing clients (counted in rdmaq_agent_connections_refused_total)"
+                    );
+                }
+                continue;
+            }
+        };
         let agent = agent.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let id = agent.next_conn_id();
             if let Err(reason) = handle(stream, id, &agent).await {
                 agent.metrics.protocol_error();
@@ -111,30 +147,44 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
     }
 }
 
+/// Reads one request. Waiting for its first byte is bounded by `first_byte_timeout` (the
+/// hello's), or not at all (an idle program between verbs); the rest of the frame must
+/// arrive within FRAME_TIMEOUT, into a buffer that grows only as bytes do. `None` at a clean
+/// end of stream.
 async fn read_frame(
     stream: &mut UnixStream,
-    first_frame_timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
 ) -> Result<Option<msg::Request>, String> {
     let mut header = [0u8; frame::HEADER_LEN];
-    let read = async {
-        stream.read_exact(&mut header).await?;
-        let len = frame::body_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
-    };
-    // Only the hello is timed: afterwards a stalled client only ever stalls its own task.
-    let body = match first_frame_timeout {
-        Some(t) => tokio::time::timeout(t, read)
+    let first = async { stream.read(&mut header[..1]).await };
+    let n = match first_byte_timeout {
+        Some(t) => tokio::time::timeout(t, first)
             .await
             .map_err(|_| "no hello in time".to_string())?,
-        None => read.await,
-    };
-    match body {
-        Ok(body) => frame::decode(&body).map(Some).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(e.to_string()),
+        None => first.await,
     }
+    .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let rest = async {
+        stream.read_exact(&mut header[1..]).await?;
+        let len = frame::body_len(header).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut body = Vec::new();
+        (&mut *stream)
+            .take(len as u64)
+            .read_to_end(&mut body)
+            .await?;
+        if body.len() < len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(FRAME_TIMEOUT, rest)
+        .await
+        .map_err(|_| format!("a frame was not finished within {FRAME_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    frame::decode(&body).map(Some).map_err(|e| e.to_string())
 }
 
 async fn reply(stream: &mut UnixStream, seq: u64, body: response::Body) -> Result<(), String> {
@@ -195,7 +245,13 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
         cgroup: cgroup.as_deref(),
         launcher: &h.launcher_tenant,
     };
-    let tenant = tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer);
+    let resolved = tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer);
+    if let Some(why) = resolved.launcher_refused {
+        // The program asked for a tenant it may not have: say so, never charge another.
+        agent.metrics.protocol_error();
+        return refuse(&mut stream, hello.seq, format!("refused: {why}")).await;
+    }
+    let tenant = resolved.tenant;
     agent.ensure_tenant(&tenant).await;
     // What the process says it holds (after an agent restart), never more than the kernel
     // shows for it when the monitor runs.
@@ -275,7 +331,12 @@ async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response
             ..Default::default()
         });
     };
-    match agent.admit(id, resource, a.prefetch.max(1), a.bytes).await {
+    let decision = if a.grow && resource == Resource::Mr {
+        agent.grow(id, a.bytes).await
+    } else {
+        agent.admit(id, resource, a.prefetch.max(1), a.bytes).await
+    };
+    match decision {
         Decision::Granted { count, bytes } => {
             agent.metrics.admitted(tenant, resource);
             response::Body::Admit(msg::AdmitReply {

@@ -9,13 +9,13 @@
 use std::ffi::{c_int, c_void};
 
 use crate::{
-    ffi::{IbvMr, IbvQpInitAttr},
+    ffi::{IBV_REREG_MR_CHANGE_TRANSLATION, IBV_REREG_MR_ERR_INPUT, IbvQpInitAttr},
     log::log_at,
     ops,
     real::{self, RealFn},
     statics::{config, with_process},
     verbs::{
-        Reentry, admit_and_create_qp, admit_and_register_mr, after_destroy, count_cq, errno,
+        Reentry, admit_and_create_qp, admit_and_register_mr, after_destroy, count_cq, deny, errno,
         quietly, set_errno,
     },
 };
@@ -194,7 +194,9 @@ unsafe fn reg_mr_with(
     })
 }
 
-/// `ibv_rereg_mr@@IBVERBS_1.1`: a changed translation changes the pinned length.
+/// `ibv_rereg_mr@@IBVERBS_1.1`: a changed translation changes the pinned length, so growth
+/// is admitted before the kernel pins it (refused: `IBV_REREG_MR_ERR_INPUT` with `errno`
+/// set, the MR unchanged), and shrinking gives the bytes back.
 ///
 /// # Safety
 /// Called by C with `ibv_rereg_mr`'s contract.
@@ -215,13 +217,26 @@ pub unsafe extern "C" fn rdmaq_ibv_rereg_mr(
         // SAFETY: the real verb with the caller's arguments.
         return unsafe { real(mr, flags, pd, addr, len, access) };
     };
+    let resizes = flags & IBV_REREG_MR_CHANGE_TRANSLATION != 0 && !mr.is_null();
+    if !resizes || !config().enabled {
+        // SAFETY: as above.
+        return unsafe { real(mr, flags, pd, addr, len, access) };
+    }
+    let growth = match quietly(|| with_process(|p| p.admit_resize(mr as usize, len as u64))) {
+        Some(Err(d)) => {
+            deny(&d);
+            return IBV_REREG_MR_ERR_INPUT;
+        }
+        Some(Ok(growth)) => Some(growth),
+        None => None,
+    };
     // SAFETY: as above.
     let ret = unsafe { real(mr, flags, pd, addr, len, access) };
-    if ret == 0 && !mr.is_null() && config().enabled {
-        // SAFETY: after a successful rereg, `mr` is a valid ibv_mr with its new length.
-        let new_len = unsafe { (*mr.cast::<IbvMr>()).length } as u64;
-        quietly(|| with_process(|p| p.resize_mr(mr as usize, new_len)));
+    let saved = errno();
+    if let Some(growth) = growth {
+        quietly(|| with_process(|p| p.finish_resize(mr as usize, growth, ret == 0, len as u64)));
     }
+    set_errno(saved);
     ret
 }
 

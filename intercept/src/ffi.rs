@@ -80,3 +80,8 @@ pub const VCTX_CREATE_CQ_EX_BEFORE_CONTEXT: usize = 120;
 
 pub type CreateQpExFn = unsafe extern "C" fn(*mut c_void, *mut IbvQpInitAttrEx) -> *mut c_void;
 pub type CreateCqExFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> *mut c_void;
+
+/// `ibv_rereg_mr` flag: the MR's address range (and so its pinned length) changes.
+pub const IBV_REREG_MR_CHANGE_TRANSLATION: c_int = 1 << 0;
+/// `ibv_rereg_mr` error: invalid input, the old MR is unchanged and still valid.
+pub const IBV_REREG_MR_ERR_INPUT: c_int = -1;

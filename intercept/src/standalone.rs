@@ -41,6 +41,21 @@ pub fn check_process(
     Ok(())
 }
 
+/// Checks the per-process bytes cap for `growth` more bytes of an MR already held (an
+/// `ibv_rereg_mr` that grows it), given the bytes the process holds.
+pub fn check_bytes(limits: &Limits, held_bytes: u64, growth: u64) -> Result<(), Denial> {
+    let cap = limits.per_process.bound().mr_bytes;
+    if held_bytes.saturating_add(growth) > cap {
+        return Err(Denial::Quota {
+            resource: "mr bytes",
+            scope: "process",
+            used: held_bytes,
+            limit: cap,
+        });
+    }
+    Ok(())
+}
+
 /// The host-wide QP cap, through the table shared by every process on the host.
 #[derive(Default)]
 pub struct HostCap {
@@ -149,6 +164,21 @@ mod tests {
                 limit: 10 << 20
             })
         );
+    }
+
+    #[test]
+    fn a_growing_mr_is_checked_by_bytes_alone() {
+        let l = limits();
+        // At the MR count cap, growth still counts only in bytes.
+        assert!(check_bytes(&l, 6 << 20, 4 << 20).is_ok());
+        assert!(matches!(
+            check_bytes(&l, 6 << 20, (4 << 20) + 1),
+            Err(Denial::Quota {
+                resource: "mr bytes",
+                ..
+            })
+        ));
+        assert!(check_bytes(&Limits::NONE, u64::MAX - 1, 1).is_ok());
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
-fn deny(d: &Denial) {
+/// Logs a denial and sets its errno.
+pub(crate) fn deny(d: &Denial) {
     log_at!(config(), Warn, "{d}");
     set_errno(d.errno());
 }

@@ -18,7 +18,7 @@ fn offsets_match_the_system_verbs_h() {
 #include <infiniband/verbs.h>
 int main(void) {
     size_t c = offsetof(struct verbs_context, context);
-    printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
+    printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
         offsetof(struct ibv_context, abi_compat), sizeof(struct ibv_context),
         c - offsetof(struct verbs_context, sz),
         c - offsetof(struct verbs_context, create_qp_ex),
@@ -26,7 +26,8 @@ int main(void) {
         offsetof(struct ibv_qp_init_attr, cap), offsetof(struct ibv_qp_init_attr, qp_type),
         offsetof(struct ibv_qp_init_attr_ex, cap), offsetof(struct ibv_qp_init_attr_ex, qp_type),
         offsetof(struct ibv_qp_init_attr_ex, comp_mask), offsetof(struct ibv_qp_init_attr_ex, pd),
-        offsetof(struct ibv_mr, length), (size_t)IBV_QP_INIT_ATTR_PD);
+        offsetof(struct ibv_mr, length), (size_t)IBV_QP_INIT_ATTR_PD,
+        (size_t)IBV_REREG_MR_CHANGE_TRANSLATION, (size_t)(-IBV_REREG_MR_ERR_INPUT));
     return 0;
 }
 "#,
@@ -62,6 +63,8 @@ int main(void) {
         std::mem::offset_of!(ffi::IbvQpInitAttrEx, pd),
         std::mem::offset_of!(ffi::IbvMr, length),
         ffi::IBV_QP_INIT_ATTR_PD as usize,
+        ffi::IBV_REREG_MR_CHANGE_TRANSLATION as usize,
+        (-ffi::IBV_REREG_MR_ERR_INPUT) as usize,
     ];
     assert_eq!(c, rust, "C (left) and src/ffi.rs (right) disagree");
     let _ = std::fs::remove_dir_all(dir);

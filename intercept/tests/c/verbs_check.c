@@ -9,6 +9,8 @@
  *   verbs_check gated FILE N          open the device, wait until FILE exists, create N QPs
  *   verbs_check threads T ITERS       T threads each create+destroy a QP ITERS times
  *   verbs_check fork                  QPs in a parent and a forked child
+ *   verbs_check rereg BYTES NEW EXTRA register an MR of BYTES, re-register it on a NEW-byte
+ *                                     buffer (ibv_rereg_mr), then register one of EXTRA
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -161,6 +163,34 @@ static int cmd_mrs(int argc, char **argv) {
 	return 0;
 }
 
+static void *buffer(size_t bytes) {
+	return aligned_alloc(4096, (bytes + 4095) & ~(size_t)4095);
+}
+
+static int cmd_rereg(char **argv) {
+	size_t bytes = strtoull(argv[2], NULL, 0), grown = strtoull(argv[3], NULL, 0),
+	       extra = strtoull(argv[4], NULL, 0);
+	struct ibv_mr *mr = ibv_reg_mr(pd, buffer(bytes), bytes, IBV_ACCESS_LOCAL_WRITE);
+	if (!mr)
+		die("ibv_reg_mr");
+	errno = 0;
+	int ret = ibv_rereg_mr(mr, IBV_REREG_MR_CHANGE_TRANSLATION, pd, buffer(grown), grown,
+			       IBV_ACCESS_LOCAL_WRITE);
+	printf("rereg %d errno %d %s length %zu\n", ret, ret ? errno : 0,
+	       ret && errno == EDQUOT ? "EDQUOT" : "-", mr->length);
+	print_counts("reregistered");
+	errno = 0;
+	struct ibv_mr *more = ibv_reg_mr(pd, buffer(extra), extra, IBV_ACCESS_LOCAL_WRITE);
+	printf("extra %s errno %d %s\n", more ? "registered" : "refused", more ? 0 : errno,
+	       !more && errno == EDQUOT ? "EDQUOT" : "-");
+	if (more && ibv_dereg_mr(more))
+		die("ibv_dereg_mr");
+	if (ibv_dereg_mr(mr))
+		die("ibv_dereg_mr");
+	print_counts("after");
+	return 0;
+}
+
 static int cmd_hold(char **argv) {
 	int n = atoi(argv[2]);
 	struct ibv_qp **qps = calloc(n, sizeof(*qps));
@@ -246,6 +276,8 @@ int main(int argc, char **argv) {
 		return cmd_threads(argv);
 	if (!strcmp(argv[1], "fork"))
 		return cmd_fork();
+	if (!strcmp(argv[1], "rereg") && argc > 4)
+		return cmd_rereg(argv);
 	fprintf(stderr, "unknown command\n");
 	return 2;
 }
