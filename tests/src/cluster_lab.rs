@@ -20,15 +20,32 @@ use crate::{
 pub struct ClusterLab {
     pub lab: Lab,
     pub coord: CoordinatorCluster,
+    /// Top-level keys added to every agent's configuration.
+    agent_config: String,
 }
 
 impl ClusterLab {
     /// Boots `nodes` RDMA nodes, a 3-member coordinator on the bridge (with `extra` flags),
     /// and an agent on every node.
     pub fn start(nodes: usize, kernel: Kernel, extra: &[&str]) -> Result<ClusterLab, LabError> {
+        Self::start_with(nodes, kernel, extra, "")
+    }
+
+    /// Like `start`, with `agent_config` (top-level TOML keys) added to every agent's
+    /// configuration.
+    pub fn start_with(
+        nodes: usize,
+        kernel: Kernel,
+        extra: &[&str],
+        agent_config: &str,
+    ) -> Result<ClusterLab, LabError> {
         let lab = Lab::start(&LabSpec::new(nodes, kernel))?;
         let coord = CoordinatorCluster::start_in(lab.netns(), HOST_ADDR, 3, extra);
-        let cl = ClusterLab { lab, coord };
+        let cl = ClusterLab {
+            lab,
+            coord,
+            agent_config: agent_config.to_string(),
+        };
         for node in cl.lab.nodes() {
             cl.start_agent(node)?;
         }
@@ -52,8 +69,9 @@ impl ClusterLab {
         let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("reading a certificate");
         let (ca, crt, key) = (read(&cert.ca), read(&cert.cert), read(&cert.key));
         let config = format!(
-            "node = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n\
+            "{}\nnode = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\", \"root\"]\ntenant = \"root\"\n\
              [tls]\nca = \"/tmp/tls/ca.pem\"\ncert = \"/tmp/tls/agent.pem\"\nkey = \"/tmp/tls/agent-key.pem\"\n",
+            self.agent_config,
             node.name(),
             endpoints.join(", ")
         );

@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod cluster_lab;
 pub mod coordinator;
+pub mod host_agent;
 pub mod http;
 pub mod lab;
 pub mod node_agent;

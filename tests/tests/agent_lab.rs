@@ -43,7 +43,7 @@ fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
     let n = lab.node(1);
     let _agent = node_agent::start(
         n,
-        "unknown_tenant = \"deny\"\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6\nmax_qp_per_process = 3",
+        "unknown_tenant = \"deny\"\n[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\"]\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6\nmax_qp_per_process = 3",
         "",
     );
     // Per-process cap 3 and node cap 6: three processes asking for 4 each get 6 in all.
@@ -65,8 +65,17 @@ fn standalone_agent_caps_a_tenant_across_processes_and_sigkill_frees_budget() {
     );
 
     // A tenant without a quota is denied (unknown_tenant = "deny"), another is unaffected.
-    let other = n.run_ok(&exec("nobody", "qps 1")).unwrap().stdout;
+    let other = n.run_ok(&exec("t-unknown", "qps 1")).unwrap().stdout;
     assert_eq!(field(&other, "created"), "0", "{other}");
+    assert!(field(&other, "first_errno").ends_with("EDQUOT"), "{other}");
+    // A launcher may name only what the rule's patterns allow: refused at the first verb
+    // with EPERM, never charged to another tenant.
+    let refused = n.run_ok(&exec("nobody", "qps 1")).unwrap().stdout;
+    assert_eq!(field(&refused, "created"), "0", "{refused}");
+    assert!(
+        field(&refused, "first_errno").ends_with("EPERM"),
+        "{refused}"
+    );
 
     // SIGKILL a holder: its QPs are admissible again within a second.
     let (victim, held) = created.iter().enumerate().max_by_key(|(_, c)| **c).unwrap();
@@ -142,7 +151,7 @@ fn with_a_coordinator_admissions_outlive_it_until_the_lease_then_fail_closed() {
     let _agent = node_agent::start(
         n,
         &format!(
-            "node = \"n1\"\nendpoints = [\"{addr}\"]\nlease_margin_ms = 1000\ninsecure = true\n[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\""
+            "node = \"n1\"\nendpoints = [\"{addr}\"]\nlease_margin_ms = 1000\ninsecure = true\n[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\"]\ntenant = \"root\""
         ),
         "",
     );
@@ -338,8 +347,7 @@ fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
     rdmaq_lab::require_lab!();
     let lab = start();
     let n = lab.node(1);
-    let config =
-        "[[rules]]\nuid = 0\nallow_launcher = true\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6";
+    let config = "[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\"]\ntenant = \"root\"\n[tenants.t1]\nmax_qp = 6";
     let first = node_agent::start(n, config, "");
     n.run_ok("for t in $(seq 100); do grep -q 'eBPF monitor attached' /tmp/agent.log && break; sleep 0.1; done").unwrap();
     let holder = n.spawn(&format!(

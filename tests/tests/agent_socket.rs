@@ -5,145 +5,23 @@
 use std::{
     io::{Read, Write},
     os::unix::{fs::PermissionsExt, net::UnixStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use rdmaq_lab::bins;
+use rdmaq_lab::{
+    bins,
+    coordinator::CoordinatorCluster,
+    host_agent::{HostAgent, admit_qps, closed, connect, hello, recv, send},
+};
 use rdmaq_proto::{
     frame,
     intercept::{self as msg, PROTOCOL_VERSION, Resource, Verdict, request, response},
 };
 
-struct Agent {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(config: &str) -> Agent {
-    start_under(config, None)
-}
-
-/// Starts the agent, directly or through `launcher` (a command that execs it, such as
-/// systemd's socket activator).
-fn start_under(config: &str, launcher: Option<&dyn Fn(&Path) -> Command>) -> Agent {
-    let dir = std::env::temp_dir().join(format!(
-        "rdmaq-agent-sock-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("agent.toml"), config).unwrap();
-    let agent = bins::bin("rdmaq-agent");
-    let mut cmd = match launcher {
-        Some(l) => {
-            let mut c = l(&dir);
-            c.arg(&agent);
-            c
-        }
-        None => Command::new(&agent),
-    };
-    let child = cmd
-        .arg("--config")
-        .arg(dir.join("agent.toml"))
-        .arg("--socket")
-        .arg(dir.join("agent.sock"))
-        .arg("--no-ebpf")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if UnixStream::connect(dir.join("agent.sock")).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Agent { child, dir }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-}
-
-fn connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn send(s: &mut UnixStream, seq: u64, body: request::Body) {
-    s.write_all(
-        &frame::encode(&msg::Request {
-            seq,
-            body: Some(body),
-        })
-        .unwrap(),
-    )
-    .unwrap();
-}
-
-fn recv(s: &mut UnixStream) -> Option<msg::Response> {
-    let mut h = [0u8; 4];
-    s.read_exact(&mut h).ok()?;
-    let mut b = vec![0u8; frame::body_len(h).ok()?];
-    s.read_exact(&mut b).ok()?;
-    frame::decode(&b).ok()
-}
-
-fn hello(s: &mut UnixStream) -> msg::HelloReply {
-    send(
-        s,
-        1,
-        request::Body::Hello(msg::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            ..Default::default()
-        }),
-    );
-    match recv(s).and_then(|r| r.body) {
-        Some(response::Body::Hello(h)) => h,
-        other => panic!("no hello reply: {other:?}"),
-    }
-}
-
-fn admit_qps(s: &mut UnixStream, seq: u64, n: u32) -> msg::AdmitReply {
-    send(
-        s,
-        seq,
-        request::Body::Admit(msg::Admit {
-            resource: Resource::Qp as i32,
-            prefetch: n,
-            ..Default::default()
-        }),
-    );
-    match recv(s).and_then(|r| r.body) {
-        Some(response::Body::Admit(a)) => a,
-        other => panic!("no admit reply: {other:?}"),
-    }
-}
-
-/// The connection was closed by the agent (EOF), possibly after an error reply.
-fn closed(s: &mut UnixStream) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
+fn start(config: &str) -> HostAgent {
+    HostAgent::start(config)
 }
 
 #[test]
@@ -262,7 +140,7 @@ fn a_socket_passed_by_systemd_is_served_and_left_in_place() {
             "this test needs systemd-socket-activate (Debian package systemd; scripts/install-deps.sh installs it)"
         );
     }
-    let mut a = start_under(
+    let mut a = HostAgent::start_under(
         "default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = 3\n",
         Some(&activator),
     );
@@ -357,6 +235,9 @@ enum Step {
         bytes: u64,
     },
     Raw(Vec<u8>),
+    /// A hello whose launcher tenant is any bytes, valid UTF-8 or not (encoded by hand:
+    /// prost would refuse to write invalid UTF-8 as a string).
+    RawHello(Vec<u8>),
     /// A header announcing `len` bytes, then fewer.
     Truncated {
         len: u32,
@@ -368,8 +249,13 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     use proptest::prelude::*;
     let resource = prop_oneof![0..5i32, any::<i32>()];
     prop_oneof![
-        3 => (prop_oneof![Just(PROTOCOL_VERSION), 0..4u32], 0..20u64, "[a-z]{0,3}")
+        3 => (
+            prop_oneof![Just(PROTOCOL_VERSION), 0..4u32],
+            0..20u64,
+            prop_oneof!["[a-z]{0,3}", "t[0-9a-z*.-]{0,4}", any::<String>()],
+        )
             .prop_map(|(version, held_qps, launcher)| Step::Hello { version, held_qps, launcher }),
+        1 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Step::RawHello),
         6 => (resource.clone(), prop_oneof![0..10u32, any::<u32>()], any::<u64>(), any::<u32>())
             .prop_map(|(resource, prefetch, bytes, send_wr)| Step::Admit { resource, prefetch, bytes, send_wr }),
         3 => (resource, prop_oneof![0..10u32, any::<u32>()], any::<u64>())
@@ -414,6 +300,28 @@ fn bytes_of(seq: u64, s: &Step) -> Vec<u8> {
             bytes,
         }),
         Step::Raw(b) => return b,
+        Step::RawHello(launcher) => {
+            // Request { seq (1): varint, hello (2): Hello { protocol_version (1): 1,
+            // launcher_tenant (2): bytes } }, lengths as varints.
+            fn varint(mut v: u64, out: &mut Vec<u8>) {
+                while v >= 0x80 {
+                    out.push((v as u8) | 0x80);
+                    v >>= 7;
+                }
+                out.push(v as u8);
+            }
+            let mut hello = vec![0x08, PROTOCOL_VERSION as u8, 0x12];
+            varint(launcher.len() as u64, &mut hello);
+            hello.extend(&launcher);
+            let mut req = vec![0x08];
+            varint(seq, &mut req);
+            req.push(0x12);
+            varint(hello.len() as u64, &mut req);
+            req.extend(hello);
+            let mut framed = (req.len() as u32).to_le_bytes().to_vec();
+            framed.extend(req);
+            return framed;
+        }
         Step::Truncated { len, sent } => {
             let mut b = len.to_le_bytes().to_vec();
             b.extend(sent.iter().take(len as usize));
@@ -442,59 +350,100 @@ fn fresh_client_qps(sock: &Path, limit: u32) -> u32 {
     got
 }
 
-/// Fuzz target: random sessions of valid, invalid, out-of-order, truncated and junk
-/// messages against a real agent. Every reply is a well-formed frame, no admission goes
-/// beyond the cap, the agent never dies, and once a session is gone all of its budget is
-/// back: a fresh client gets exactly the cap.
+/// Plays one fuzzed session on its own connection and checks the replies: every one is a
+/// well-formed frame, and no admission grants more than the cap.
+fn play(sock: &Path, steps: &[Step], cap: u32) -> Result<(), proptest::test_runner::TestCaseError> {
+    let mut s = connect(sock);
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for (i, st) in steps.iter().enumerate() {
+        // The agent may already have closed the connection: later writes just fail.
+        let _ = s.write_all(&bytes_of(i as u64 + 1, st));
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let mut rest = &all[..];
+    while rest.len() >= frame::HEADER_LEN {
+        let len = frame::body_len(rest[..4].try_into().unwrap())
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        proptest::prop_assert!(rest.len() >= 4 + len, "a truncated reply");
+        let r: msg::Response = frame::decode(&rest[4..4 + len])
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        if let Some(response::Body::Admit(ad)) = r.body {
+            proptest::prop_assert!(
+                ad.granted <= cap.max(4),
+                "granted {} over the cap",
+                ad.granted
+            );
+        }
+        rest = &rest[4 + len..];
+    }
+    proptest::prop_assert!(rest.is_empty(), "trailing bytes in the replies");
+    Ok(())
+}
+
+/// Fuzzes the agent at `sock` (its default tenant capped at `cap` QPs): random sessions of
+/// valid, invalid, out-of-order, truncated and junk messages, launcher names of any bytes,
+/// up to 8 at once on their own connections. Every reply is well-formed, no admission goes
+/// beyond the cap, and once the sessions are gone all of their budget is back: a fresh
+/// client gets exactly the cap.
+fn fuzz_sessions(name: &str, sock: &Path, cap: u32) {
+    let sessions = proptest::collection::vec(proptest::collection::vec(step(), 1..12), 1..8);
+    rdmaq_common::fuzz::run_for(name, sessions, |sessions| {
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = sessions
+                .iter()
+                .map(|steps| scope.spawn(|| play(sock, steps, cap)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in results {
+            r?;
+        }
+        // The sessions' budget comes back (their tasks end just after the closes).
+        let mut got = 0;
+        for _ in 0..300 {
+            got = fresh_client_qps(sock, cap);
+            if got == cap {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        proptest::prop_assert_eq!(got, cap, "budget leaked or cap broken after {:?}", sessions);
+        Ok(())
+    });
+}
+
+/// A standalone agent whose launchers may name `t1` or any `t2*` (a tenant without caps,
+/// denied).
 #[test]
 fn fuzz_hostile_sessions_never_crash_the_agent_or_leak_budget() {
     const CAP: u32 = 6;
     let a = start(&format!(
-        "default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = {CAP}\nmax_mr = 4\nmax_mr_bytes = \"1MiB\"\n"
+        "default_tenant = \"t1\"\nunknown_tenant = \"deny\"\n\
+         [[rules]]\nuid = 0\ntenant = \"t1\"\nlauncher_tenants = [\"t1\", \"t2*\"]\n\
+         [tenants.t1]\nmax_qp = {CAP}\nmax_mr = 4\nmax_mr_bytes = \"1MiB\"\n"
     ));
-    let sock = a.dir.join("agent.sock");
-    let sessions = proptest::collection::vec(step(), 1..12);
-    rdmaq_common::fuzz::run_for("agent socket sessions", sessions, |steps| {
-        let mut s = connect(&sock);
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        for (i, st) in steps.iter().enumerate() {
-            // The agent may already have closed the connection: later writes just fail.
-            let _ = s.write_all(&bytes_of(i as u64 + 1, st));
-        }
-        let _ = s.shutdown(std::net::Shutdown::Write);
-        // Every reply decodes; admissions stay within the cap.
-        let mut all = Vec::new();
-        let _ = s.read_to_end(&mut all);
-        let mut rest = &all[..];
-        while rest.len() >= frame::HEADER_LEN {
-            let len = frame::body_len(rest[..4].try_into().unwrap())
-                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            proptest::prop_assert!(rest.len() >= 4 + len, "a truncated reply");
-            let r: msg::Response = frame::decode(&rest[4..4 + len])
-                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            if let Some(response::Body::Admit(ad)) = r.body {
-                proptest::prop_assert!(
-                    ad.granted <= CAP.max(4),
-                    "granted {} over the cap",
-                    ad.granted
-                );
-            }
-            rest = &rest[4 + len..];
-        }
-        proptest::prop_assert!(rest.is_empty(), "trailing bytes in the replies");
-        drop(s);
-        // The session's budget comes back (its task ends just after the close).
-        let mut got = 0;
-        for _ in 0..200 {
-            got = fresh_client_qps(&sock, CAP);
-            if got == CAP {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        proptest::prop_assert_eq!(got, CAP, "budget leaked or cap broken after {:?}", steps);
-        Ok(())
-    });
+    fuzz_sessions("agent socket sessions", &a.sock(), CAP);
+    let mut a = a;
+    assert!(a.child.try_wait().unwrap().is_none(), "the agent died");
+}
+
+/// The same against an agent leasing its budget from a coordinator (loopback, mutual TLS):
+/// acquisitions, releases and heartbeats run under the fuzzed sessions.
+#[test]
+fn fuzz_hostile_sessions_against_an_agent_with_a_coordinator() {
+    const CAP: u32 = 6;
+    let c = CoordinatorCluster::start(1, &[]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", &CAP.to_string()]);
+    let cert = c.pki.agent("n1");
+    let a = start(&format!(
+        "node = \"n1\"\nendpoints = [\"{}\"]\ndefault_tenant = \"t1\"\n\
+         [[rules]]\nuid = 0\ntenant = \"t1\"\nlauncher_tenants = [\"t1\", \"t2*\"]\n{}",
+        c.addr(1),
+        cert.toml()
+    ));
+    fuzz_sessions("agent socket sessions, coordinator mode", &a.sock(), CAP);
     let mut a = a;
     assert!(a.child.try_wait().unwrap().is_none(), "the agent died");
 }
