@@ -151,6 +151,9 @@ pub struct Config {
     /// User owning the socket (numeric uid), if not the agent's.
     #[serde(default)]
     pub socket_uid: Option<u32>,
+    /// The node's agent-mode marker, which the library reads (see mode_file.rs).
+    #[serde(default = "defaults::mode_file")]
+    pub mode_file: PathBuf,
     /// Connections the socket holds at most, in all and per peer uid, counted from accept.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -207,6 +210,9 @@ mod defaults {
     }
     pub fn socket_mode() -> String {
         "0666".into()
+    }
+    pub fn mode_file() -> PathBuf {
+        "/run/rdmaq/agent-mode".into()
     }
     pub fn max_connections() -> usize {
         16_384

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod leases;
 pub mod ledger;
 pub mod metrics;
+pub mod mode_file;
 pub mod monitor;
 pub mod node;
 pub mod reconcile;

@@ -31,6 +31,9 @@ struct Args {
     /// HTTP listener for /metrics and /status.
     #[arg(long, env = "RDMAQ_STATUS_LISTEN")]
     status_listen: Option<SocketAddr>,
+    /// The node's agent-mode marker, read by the intercept library.
+    #[arg(long, env = "RDMAQ_AGENT_MODE_FILE")]
+    mode_file: Option<PathBuf>,
     /// This node's agent certificate and the CA (or --insecure).
     #[command(flatten)]
     tls: rdmaq_common::tls::TlsArgs,
@@ -62,6 +65,9 @@ fn load(args: &Args) -> Result<config::Config, Error> {
     }
     if let Some(s) = args.status_listen {
         cfg.status_listen = Some(s);
+    }
+    if let Some(m) = &args.mode_file {
+        cfg.mode_file = m.clone();
     }
     if args.tls.insecure {
         cfg.insecure = true;
@@ -156,6 +162,10 @@ async fn main() -> anyhow::Result<()> {
             cfg.socket_gid,
         )?,
     };
+    // From now on a program that finds the socket missing knows the agent is down, not absent.
+    if let Err(e) = rdmaq_agent::mode_file::mark(&cfg.mode_file, &cfg.socket) {
+        tracing::warn!(file = %cfg.mode_file.display(), error = %e, "cannot write the agent-mode marker: programs starting while this agent is down would run standalone");
+    }
     tracing::info!(
         node,
         socket = %cfg.socket.display(),

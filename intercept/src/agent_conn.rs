@@ -43,8 +43,28 @@ pub enum AgentLink {
         reason: String,
         retry_at: Instant,
     },
-    /// No agent socket at first use: standalone mode.
+    /// No agent socket at first use, and the node's agent-mode marker does not list it:
+    /// standalone mode.
     Absent,
+}
+
+/// Whether the node's agent-mode marker lists this process's agent socket: then a missing
+/// socket means the agent is down (restarting), not absent.
+fn agent_mode_node(cfg: &Config) -> bool {
+    let socket = cfg.agent_socket.display().to_string();
+    std::fs::read_to_string(&cfg.agent_mode_file)
+        .is_ok_and(|listed| listed.lines().any(|l| l.trim() == socket))
+}
+
+/// Waits until the agent socket accepts a connection, for at most the agent timeout.
+fn wait_for_socket(cfg: &Config) {
+    let deadline = Instant::now() + Duration::from_millis(cfg.agent_timeout_ms);
+    while Instant::now() < deadline {
+        if UnixStream::connect(&cfg.agent_socket).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The agent link's answer to "who decides?".
@@ -62,13 +82,26 @@ impl AgentLink {
     /// the process holds, claimed again from a new agent.
     pub fn mode(&mut self, cfg: &Config, held: Amounts) -> Mode {
         if let AgentLink::NotTried = self {
-            *self = if cfg.agent_socket.exists() {
+            *self = if cfg.agent_socket.exists() || agent_mode_node(cfg) {
                 AgentLink::Down {
                     retry_at: Instant::now(),
                 }
             } else {
                 AgentLink::Absent
             };
+            // A program starting while its node's agent restarts waits for it, once.
+            if let AgentLink::Down { .. } = self
+                && !cfg.agent_socket.exists()
+            {
+                log_at!(
+                    cfg,
+                    Warn,
+                    "agent mode, but {} is missing: waiting up to {} ms for the agent",
+                    cfg.agent_socket.display(),
+                    cfg.agent_timeout_ms
+                );
+                wait_for_socket(cfg);
+            }
         }
         let retry_due = match self {
             AgentLink::Down { retry_at } | AgentLink::Refused { retry_at, .. } => {

@@ -49,6 +49,9 @@ pub struct Config {
     pub host_state: PathBuf,
     /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
     pub agent_socket: PathBuf,
+    /// `RDMAQ_AGENT_MODE_FILE` (default /run/rdmaq/agent-mode): the node's agent-mode
+    /// marker, written by the agent; a socket it lists is never "no agent here".
+    pub agent_mode_file: PathBuf,
     /// `RDMAQ_AGENT_FAILURE` = closed (default) | open.
     pub agent_failure: AgentFailure,
     /// `RDMAQ_TENANT`: the launcher's tenant (`rdmaq exec --tenant`), if the agent allows it.
@@ -156,6 +159,9 @@ impl Config {
                 .into(),
             agent_socket: var("RDMAQ_AGENT_SOCKET")
                 .unwrap_or_else(|| "/run/rdmaq/agent.sock".into())
+                .into(),
+            agent_mode_file: var("RDMAQ_AGENT_MODE_FILE")
+                .unwrap_or_else(|| "/run/rdmaq/agent-mode".into())
                 .into(),
             // A quota must hold while its agent is unreachable: closed unless asked otherwise.
             agent_failure: match var("RDMAQ_AGENT_FAILURE").as_deref() {

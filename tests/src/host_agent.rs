@@ -66,6 +66,9 @@ impl HostAgent {
             .arg("--socket")
             .arg(dir.join("agent.sock"))
             .arg("--no-ebpf")
+            // The host's own /run is not the test's to mark.
+            .arg("--mode-file")
+            .arg(dir.join("agent-mode"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
             .spawn()

@@ -190,6 +190,8 @@ fn socket_is_created_with_the_configured_mode_and_a_stale_one_is_replaced() {
         .arg("--socket")
         .arg(dir.join("agent.sock"))
         .arg("--no-ebpf")
+        .arg("--mode-file")
+        .arg(dir.join("agent-mode"))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -214,15 +214,20 @@ fn one_bad_tenant_name_does_not_poison_a_nodes_heartbeat() {
     assert_eq!(usage["tenants"][0]["nodes"][0]["used"]["qp"], 3, "{usage}");
 }
 
-/// `verbs_check rereg BYTES NEW EXTRA` under the library, with `env`; its output.
-fn rereg(n: &Node, env: &str, bytes: &str) -> String {
+/// `verbs_check ARGS` under the library, with `env`; its output.
+fn under_library(n: &Node, env: &str, args: &str) -> String {
     n.run_ok(&format!(
-        "env LD_PRELOAD={} RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {env} {} rereg {bytes}",
+        "env LD_PRELOAD={} RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log {env} {} {args}",
         bins::bin("librdmaq_intercept.so").display(),
         programs::verbs_check().display()
     ))
     .unwrap_or_else(|e| panic!("{e}"))
     .stdout
+}
+
+/// `verbs_check rereg BYTES NEW EXTRA` under the library, with `env`; its output.
+fn rereg(n: &Node, env: &str, bytes: &str) -> String {
+    under_library(n, env, &format!("rereg {bytes}"))
 }
 
 fn line<'a>(out: &'a str, key: &str) -> &'a str {
@@ -345,4 +350,41 @@ fn a_quota_set_later_caps_a_tenant_the_node_already_runs() {
     }
     assert!((3..=4).contains(&seen), "{}", cl.usage("t-late"));
     holder.kill();
+}
+
+/// A program whose first verb found the agent's socket missing (the agent restarting) used
+/// to run standalone for life, with QP control off. The agent now marks the node
+/// (`/run/rdmaq/agent-mode`, root's): a socket it lists that is missing means the agent is
+/// down — the program waits for it (up to its agent timeout), then fails closed.
+#[test]
+fn a_program_started_while_the_agent_restarts_waits_for_it_or_fails_closed() {
+    rdmaq_lab::require_lab!();
+    let lab = Lab::start(&LabSpec::new(1, Kernel::from_env())).unwrap_or_else(|e| panic!("{e}"));
+    let n = lab.node(1);
+    let config = "default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = 2";
+    let agent = node_agent::start(n, config, "--no-ebpf");
+    // The agent goes, and its socket with it (as after a clean stop).
+    agent.kill();
+    n.run_ok(&format!("sleep 0.5; rm -f {SOCKET}")).unwrap();
+    let sock = format!("RDMAQ_AGENT_SOCKET={SOCKET}");
+    let out = under_library(n, &format!("{sock} RDMAQ_AGENT_TIMEOUT_MS=500"), "qps 3");
+    assert_eq!(created(&out), 0, "ran without its agent: {out}");
+    assert!(line(&out, "first_errno").ends_with("EAGAIN"), "{out}");
+    // The agent comes back while a program waits for it: that program is admitted by it,
+    // within the tenant's cap.
+    let _again = n.spawn(&format!(
+        "sleep 2; exec {} --config /tmp/agent.toml --socket {SOCKET} --no-ebpf > /tmp/agent2.log 2>&1",
+        bins::bin("rdmaq-agent").display()
+    ));
+    let out = under_library(n, &format!("{sock} RDMAQ_AGENT_TIMEOUT_MS=20000"), "qps 3");
+    assert_eq!(created(&out), 2, "{out}");
+    assert!(line(&out, "first_errno").ends_with("EDQUOT"), "{out}");
+    // A socket the marker does not list is the original design's standalone mode.
+    let out = under_library(
+        n,
+        "RDMAQ_AGENT_SOCKET=/tmp/none.sock RDMA_INTERCEPT_ENABLE_QP_CONTROL=1 \
+         RDMA_INTERCEPT_MAX_QP_PER_PROCESS=1",
+        "qps 2",
+    );
+    assert_eq!(created(&out), 1, "{out}");
 }

@@ -153,6 +153,8 @@ fn main() {
     let mut agent = Command::new(bins::bin("rdmaq-agent"))
         .args(["--no-ebpf", "--socket"])
         .arg(&sock)
+        .arg("--mode-file")
+        .arg(dir.join("agent-mode"))
         .stderr(Stdio::null())
         .spawn()
         .expect("rdmaq-agent");
