@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Serde on the coordinator's messages lets the CLI print them as JSON (`-o json`).
     tonic_prost_build::configure()
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        // Reading JSON, a field left out is its default, as on the wire.
+        .message_attribute(".", "#[serde(default)]")
         // Enums print as their names in JSON, not as numbers.
         .field_attribute(
             "rdmaq.v1.Limits.wr_policy",

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use rdmaq_common::units::parse_size;
 use serde::Deserialize;
 
-use rdmaq_model::{Caps, Limits, WrPolicy};
+use rdmaq_model::{Caps, Limits, QpTypes, WrPolicy};
 
 use crate::Error;
 
@@ -82,6 +82,9 @@ pub struct TenantConfig {
     pub deny_wr_over_cap: bool,
     pub qp_create_per_sec: Option<u32>,
     pub mr_create_per_sec: Option<u32>,
+    /// QP types the tenant may create, e.g. `["RC", "UD"]`; absent: any.
+    #[serde(default)]
+    pub allowed_qp_types: Option<Vec<String>>,
 }
 
 impl TenantConfig {
@@ -108,6 +111,11 @@ impl TenantConfig {
             },
             qp_create_per_sec: self.qp_create_per_sec,
             mr_create_per_sec: self.mr_create_per_sec,
+            // Checked by Config::validate.
+            qp_types: self
+                .allowed_qp_types
+                .as_ref()
+                .and_then(|t| QpTypes::parse(&t.join(",")).ok()),
             ..Limits::NONE
         }
     }
@@ -304,8 +312,12 @@ impl Config {
             }
         }
         rdmaq_model::check_name(&self.default_tenant).map_err(|why| bad("default_tenant", why))?;
-        for name in self.tenants.keys() {
+        for (name, t) in &self.tenants {
             rdmaq_model::check_name(name).map_err(|why| bad(&format!("tenants.{name}"), why))?;
+            if let Some(types) = &t.allowed_qp_types {
+                QpTypes::parse(&types.join(","))
+                    .map_err(|why| bad(&format!("tenants.{name}.allowed_qp_types"), why))?;
+            }
         }
         if !self.standalone() {
             match (&self.tls, self.insecure) {

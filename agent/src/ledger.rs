@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_model::{Amounts, Limits, Resource};
+use rdmaq_model::{Amounts, Limits, QpShape, RateBucket, Resource, ShapeDenial};
 
 /// Where a tenant's node budget comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,9 @@ pub struct Tenant {
     /// After a failed acquisition, no new one before this (admissions are denied at once
     /// instead of each waiting for a coordinator that just said no or did not answer).
     pub acquire_backoff_until: Option<Instant>,
+    /// The tenant's creation rates on this node (set up from its limits at first use).
+    pub qp_rate: Option<RateBucket>,
+    pub mr_rate: Option<RateBucket>,
 }
 
 impl Tenant {
@@ -72,6 +75,8 @@ impl Tenant {
             admissions: 0,
             denials: 0,
             acquire_backoff_until: None,
+            qp_rate: None,
+            mr_rate: None,
         }
     }
 
@@ -87,6 +92,33 @@ impl Tenant {
     pub fn take_quota(&mut self, limits: Limits, version: u64) {
         self.limits = limits;
         self.quota_version = version;
+    }
+
+    /// Whether the creation rate of `resource` lets one more through at `now` (the bucket
+    /// follows the limits: a changed rate starts a full new one).
+    fn rate_allows(&mut self, resource: Resource, now: Instant) -> Result<(), u32> {
+        let (per_sec, bucket) = match resource {
+            Resource::Qp => (self.limits.qp_create_per_sec, &mut self.qp_rate),
+            Resource::Mr => (self.limits.mr_create_per_sec, &mut self.mr_rate),
+        };
+        let Some(per_sec) = per_sec else {
+            *bucket = None;
+            return Ok(());
+        };
+        let b = match bucket {
+            Some(b) if b.per_sec() == per_sec => b,
+            _ => bucket.insert(RateBucket::new(per_sec, now)),
+        };
+        if b.take_at(now) { Ok(()) } else { Err(per_sec) }
+    }
+
+    /// Whether each creation of `resource` must be decided on its own (its shape or rate is
+    /// limited): then no tokens are granted ahead of demand.
+    pub fn one_at_a_time(&self, resource: Resource) -> bool {
+        match resource {
+            Resource::Qp => self.limits.shapes_qps(),
+            Resource::Mr => self.limits.shapes_mrs(),
+        }
     }
 
     /// Everything charged to the tenant on this node.
@@ -115,8 +147,17 @@ impl Tenant {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// `count` tokens (and `bytes` of MR budget) now held by the connection.
-    Granted { count: u32, bytes: u64 },
+    /// `count` tokens (and `bytes` of MR budget) now held by the connection; for a QP whose
+    /// work requests were above the caps (clamp policy), the depths it may have.
+    Granted {
+        count: u32,
+        bytes: u64,
+        clamp: Option<(u32, u32)>,
+    },
+    /// The QP's type or work requests are refused by the tenant's limits.
+    Shape(ShapeDenial),
+    /// Over the tenant's creation rate on this node.
+    RateLimited { per_sec: u32 },
     /// Over a cap: `used` against `limit` in `scope`.
     Denied {
         scope: &'static str,
@@ -225,7 +266,11 @@ impl Ledger {
                 limit: 0,
             };
         };
-        let count = u64::from(count.max(1));
+        let count = if t.one_at_a_time(resource) {
+            1
+        } else {
+            u64::from(count.max(1))
+        };
         let one = Amounts::of(resource, 1, bytes);
         let have = t.headroom(now).fits(resource, bytes);
         let proc_room = t.limits.per_process.headroom(conn.held);
@@ -286,6 +331,12 @@ impl Ledger {
                 }
             };
         }
+        // Within the budget: the creation rate has the last word (a denial by budget
+        // spends no rate).
+        if let Err(per_sec) = t.rate_allows(resource, now) {
+            t.denials += 1;
+            return Decision::RateLimited { per_sec };
+        }
         // The first token is for the call in progress. Tokens ahead of demand are charged to
         // the tenant while the process holds them, so they are earned: at most half of what
         // the process already holds (a process creating one or two QPs strands none, one
@@ -304,6 +355,42 @@ impl Ledger {
         Decision::Granted {
             count: granted as u32,
             bytes: take.mr_bytes,
+            clamp: None,
+        }
+    }
+
+    /// Decides a QP creation of connection `id` with its `shape`: the tenant's QP types and
+    /// work-request caps first (a refusal, or depths lowered to the caps), then as `admit`.
+    pub fn admit_qp(
+        &mut self,
+        id: u64,
+        shape: QpShape,
+        count: u32,
+        now: Instant,
+        attempt: Attempt,
+    ) -> Decision {
+        let tenant = self.conns.get(&id).map(|c| c.tenant.clone());
+        let checked = tenant
+            .and_then(|name| self.tenants.get_mut(&name))
+            .map(|t| {
+                let checked = t.limits.check_qp_shape(shape);
+                if checked.is_err() {
+                    t.denials += 1;
+                }
+                checked
+            });
+        let clamp = match checked {
+            Some(Ok(clamp)) => clamp,
+            Some(Err(why)) => return Decision::Shape(why),
+            None => None,
+        };
+        match self.admit(id, Resource::Qp, count, 0, now, attempt) {
+            Decision::Granted { count, bytes, .. } => Decision::Granted {
+                count,
+                bytes,
+                clamp,
+            },
+            other => other,
         }
     }
 
@@ -376,7 +463,11 @@ impl Ledger {
         t.last_admission = Some(now);
         let conn = self.conns.get_mut(&id).expect("looked up above");
         conn.held = conn.held.saturating_add(ask);
-        Decision::Granted { count: 0, bytes }
+        Decision::Granted {
+            count: 0,
+            bytes,
+            clamp: None,
+        }
     }
 
     /// Connection `id` returns tokens; never more than it holds.
@@ -451,7 +542,11 @@ mod tests {
     fn standalone_node_cap_is_shared_by_processes() {
         let now = Instant::now();
         let mut l = ledger(qp_cap(5, 100), BudgetFrom::LocalCaps);
-        let grant = |count| Decision::Granted { count, bytes: 0 };
+        let grant = |count| Decision::Granted {
+            count,
+            bytes: 0,
+            clamp: None,
+        };
         // A process's first admissions are for the call alone; later ones bring tokens
         // ahead of demand, at most half as many as it holds and half of what remains.
         assert_eq!(
@@ -495,7 +590,11 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(
                 l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
-                Decision::Granted { count: 1, bytes: 0 }
+                Decision::Granted {
+                    count: 1,
+                    bytes: 0,
+                    clamp: None
+                }
             );
         }
         assert!(matches!(
@@ -531,11 +630,19 @@ mod tests {
         t.lease_valid_until = Some(now + Duration::from_secs(5));
         assert_eq!(
             l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
         assert_eq!(
             l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
         assert!(matches!(
             l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
@@ -560,7 +667,11 @@ mod tests {
         };
         assert_eq!(
             l.admit(1, Resource::Qp, 1, 0, later, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
     }
 
@@ -617,7 +728,8 @@ mod tests {
             l.grow(1, 3 << 20, now, Attempt::First),
             Decision::Granted {
                 count: 0,
-                bytes: 3 << 20
+                bytes: 3 << 20,
+                clamp: None
             }
         );
         assert!(matches!(
@@ -652,6 +764,72 @@ mod tests {
     }
 
     #[test]
+    fn a_qps_type_work_requests_and_rate_are_the_agents_to_decide() {
+        use rdmaq_model::{QpTypes, WrPolicy, qpt};
+        let now = Instant::now();
+        let limits = Limits {
+            max_send_wr: Some(64),
+            qp_types: Some(QpTypes::parse("RC").unwrap()),
+            qp_create_per_sec: Some(2),
+            ..Limits::NONE
+        };
+        let mut l = ledger(limits, BudgetFrom::LocalCaps);
+        let rc = |send| QpShape {
+            qp_type: qpt::RC,
+            max_send_wr: send,
+            max_recv_wr: 8,
+        };
+        // Lowered to the cap, one token at a time (the next QP's shape is unknown).
+        assert_eq!(
+            l.admit_qp(1, rc(100), 4, now, Attempt::First),
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: Some((64, 8))
+            }
+        );
+        // A type not in the list.
+        let ud = QpShape {
+            qp_type: qpt::UD,
+            ..rc(1)
+        };
+        assert!(matches!(
+            l.admit_qp(1, ud, 1, now, Attempt::First),
+            Decision::Shape(ShapeDenial::Type { qp_type: 4, .. })
+        ));
+        // 2 per second: the second passes, the third waits for the bucket to refill.
+        assert!(matches!(
+            l.admit_qp(1, rc(1), 1, now, Attempt::First),
+            Decision::Granted { clamp: None, .. }
+        ));
+        assert_eq!(
+            l.admit_qp(1, rc(1), 1, now, Attempt::First),
+            Decision::RateLimited { per_sec: 2 }
+        );
+        assert!(matches!(
+            l.admit_qp(
+                2,
+                rc(1),
+                1,
+                now + Duration::from_millis(600),
+                Attempt::First
+            ),
+            Decision::Granted { .. }
+        ));
+        // Deny policy: over the cap is a refusal, not a clamp.
+        l.tenants.get_mut("t").unwrap().limits.wr_policy = WrPolicy::Deny;
+        assert!(matches!(
+            l.admit_qp(2, rc(100), 1, now + Duration::from_secs(5), Attempt::First),
+            Decision::Shape(ShapeDenial::WorkRequests {
+                asked: 100,
+                cap: 64,
+                ..
+            })
+        ));
+        assert_eq!(l.tenants["t"].used.qp, 3);
+    }
+
+    #[test]
     fn mr_bytes_are_admitted_per_mr() {
         let now = Instant::now();
         let limits = Limits {
@@ -662,7 +840,11 @@ mod tests {
             ..Limits::NONE
         };
         let mut l = ledger(limits, BudgetFrom::LocalCaps);
-        let grant = |count, bytes| Decision::Granted { count, bytes };
+        let grant = |count, bytes| Decision::Granted {
+            count,
+            bytes,
+            clamp: None,
+        };
         // 3 MiB MRs: 3 fit; after one, 2 are left: one for the call, none ahead (half of
         // the one left over rounds down).
         assert_eq!(
@@ -699,11 +881,19 @@ mod tests {
         t.lease_valid_until = Some(now + Duration::from_secs(10));
         assert_eq!(
             l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
         assert_eq!(
             l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
         assert!(
             l.surplus(now, Duration::from_secs(5)).is_empty(),
@@ -736,11 +926,19 @@ mod tests {
         // 6 allotted, 4 of them asked back: 2 may be admitted, and nothing is free to return.
         assert_eq!(
             l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
         assert_eq!(
             l.admit(2, Resource::Qp, 1, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
         assert!(matches!(
             l.admit(2, Resource::Qp, 1, 0, now, Attempt::First),
@@ -770,7 +968,11 @@ mod tests {
         };
         assert_eq!(
             l.admit(1, Resource::Qp, 4, 0, now, Attempt::First),
-            Decision::Granted { count: 1, bytes: 0 }
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
         );
     }
 }

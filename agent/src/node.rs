@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_model::{Amounts, Limits, Resource};
+use rdmaq_model::{Amounts, Limits, QpShape, Resource};
 use rdmaq_proto::v1 as pb;
 
 use crate::{
@@ -172,6 +172,23 @@ impl Agent {
     pub async fn admit(&self, conn: u64, resource: Resource, count: u32, bytes: u64) -> Decision {
         self.decide(|l, now, attempt| l.admit(conn, resource, count, bytes, now, attempt))
             .await
+    }
+
+    /// Decides a QP creation of connection `conn` with its shape (type, work requests), the
+    /// same way: the tenant's QP limits first, then the budget.
+    pub async fn admit_qp(&self, conn: u64, shape: QpShape, count: u32) -> Decision {
+        self.decide(|l, now, attempt| l.admit_qp(conn, shape, count, now, attempt))
+            .await
+    }
+
+    /// Whether connection `conn`'s tenant needs each creation of `resource` decided here.
+    pub fn one_at_a_time(&self, conn: u64, resource: Resource) -> bool {
+        let ledger = self.ledger();
+        ledger
+            .conns
+            .get(&conn)
+            .and_then(|c| ledger.tenants.get(&c.tenant))
+            .is_some_and(|t| t.one_at_a_time(resource))
     }
 
     /// Decides `bytes` more for an MR connection `conn` holds (`ibv_rereg_mr` growing it),

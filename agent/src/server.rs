@@ -21,7 +21,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use rdmaq_model::{Amounts, Resource, WrPolicy};
+use rdmaq_model::{Amounts, QpShape, Resource, ShapeDenial, WrPolicy};
 
 use crate::{
     Error,
@@ -296,7 +296,7 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
             deny_wr_over_cap: limits.wr_policy == WrPolicy::Deny,
             qp_create_per_sec: limits.qp_create_per_sec,
             mr_create_per_sec: limits.mr_create_per_sec,
-            allowed_qp_types: Vec::new(),
+            allowed_qp_types: limits.qp_types.map(|t| t.values()).unwrap_or_default(),
         }),
     )
     .await?;
@@ -320,8 +320,8 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
     Ok(())
 }
 
-/// Answers an Admit: the node's decision (`Agent::admit`) as the wire's verdict, counted
-/// and, when refused, logged.
+/// Answers an Admit: the node's decision (`Agent::admit`, `admit_qp` or `grow`) as the
+/// wire's verdict, counted and, when refused, logged.
 async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response::Body {
     let Some(resource) = Resource::from_wire(a.resource) else {
         // CQs and PDs are reported, not capped.
@@ -331,44 +331,69 @@ async fn admit(agent: &Agent, id: u64, tenant: &str, a: &msg::Admit) -> response
             ..Default::default()
         });
     };
-    let decision = if a.grow && resource == Resource::Mr {
-        agent.grow(id, a.bytes).await
-    } else {
-        agent.admit(id, resource, a.prefetch.max(1), a.bytes).await
+    let decision = match resource {
+        Resource::Mr if a.grow => agent.grow(id, a.bytes).await,
+        Resource::Mr => agent.admit(id, resource, a.prefetch.max(1), a.bytes).await,
+        Resource::Qp => {
+            let shape = QpShape {
+                qp_type: a.qp_type,
+                max_send_wr: a.max_send_wr,
+                max_recv_wr: a.max_recv_wr,
+            };
+            agent.admit_qp(id, shape, a.prefetch.max(1)).await
+        }
     };
-    match decision {
-        Decision::Granted { count, bytes } => {
+    let one_at_a_time = agent.one_at_a_time(id, resource);
+    let (verdict, scope, used, limit) = match decision {
+        Decision::Granted {
+            count,
+            bytes,
+            clamp,
+        } => {
             agent.metrics.admitted(tenant, resource);
-            response::Body::Admit(msg::AdmitReply {
-                verdict: Verdict::Allow as i32,
+            let (send, recv) = clamp.unwrap_or((a.max_send_wr, a.max_recv_wr));
+            return response::Body::Admit(msg::AdmitReply {
+                verdict: if clamp.is_some() {
+                    Verdict::Clamped
+                } else {
+                    Verdict::Allow
+                } as i32,
                 granted: count,
                 granted_bytes: bytes,
+                max_send_wr: send,
+                max_recv_wr: recv,
+                one_at_a_time,
                 ..Default::default()
-            })
+            });
         }
-        refused => {
-            // (`Agent::admit` has already acquired and decided again: a shortfall left is
-            // a denial by the tenant's budget.)
-            let (scope, used, limit) = match refused {
-                Decision::Denied { scope, used, limit } => (scope, used, limit),
-                _ => ("tenant", 0, 0),
-            };
-            agent.metrics.denied(tenant, resource, scope);
-            tracing::info!(
-                conn = id,
-                tenant,
-                %resource,
-                scope,
-                used,
-                limit,
-                "admission denied"
-            );
-            response::Body::Admit(msg::AdmitReply {
-                verdict: Verdict::DenyQuota as i32,
-                used,
-                limit,
-                ..Default::default()
-            })
+        Decision::Shape(ShapeDenial::Type { qp_type, .. }) => {
+            (Verdict::DenyPolicy, "qp_type", u64::from(qp_type), 0)
         }
-    }
+        Decision::Shape(ShapeDenial::WorkRequests { field, asked, cap }) => {
+            (Verdict::DenyQuota, field, u64::from(asked), u64::from(cap))
+        }
+        Decision::RateLimited { per_sec } => (Verdict::DenyRate, "rate", 0, u64::from(per_sec)),
+        Decision::Denied { scope, used, limit } => (Verdict::DenyQuota, scope, used, limit),
+        // (`Agent::admit` has already acquired and decided again: a shortfall left is a
+        // denial by the tenant's budget.)
+        Decision::NeedMore { .. } => (Verdict::DenyQuota, "tenant", 0, 0),
+    };
+    agent.metrics.denied(tenant, resource, scope);
+    tracing::info!(
+        conn = id,
+        tenant,
+        %resource,
+        scope,
+        used,
+        limit,
+        "admission denied"
+    );
+    response::Body::Admit(msg::AdmitReply {
+        verdict: verdict as i32,
+        used,
+        limit,
+        one_at_a_time,
+        scope: scope.to_string(),
+        ..Default::default()
+    })
 }

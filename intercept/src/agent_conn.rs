@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_model::{Amounts, Limits, Resource, WrPolicy};
+use rdmaq_model::{Amounts, Limits, QpShape, QpTypes, Resource, WrPolicy};
 use rdmaq_proto::{
     frame,
     intercept::{self as msg, PROTOCOL_VERSION, Verdict, request, response},
@@ -167,13 +167,23 @@ impl AgentLink {
         }
     }
 
-    /// One object of `resource` pinning `bytes`: a cached token, or a round trip that
-    /// brings a few more.
-    pub fn admit(&mut self, cfg: &Config, resource: Resource, bytes: u64) -> Result<(), Denial> {
+    /// One object of `resource` pinning `bytes` (for a QP, of `shape`): a cached token, or a
+    /// round trip that brings a few more. Where the tenant's limits need each creation
+    /// decided by the agent (QP types, work requests, creation rates), always the round
+    /// trip, carrying the QP's shape; the agent may lower its work requests: `Some((send,
+    /// recv))` is what the QP may have.
+    pub fn admit(
+        &mut self,
+        cfg: &Config,
+        resource: Resource,
+        bytes: u64,
+        shape: QpShape,
+    ) -> Result<Option<(u32, u32)>, Denial> {
         if let AgentLink::Connected(c) = self
+            && !c.one_at_a_time(resource)
             && c.tokens.take(resource, bytes)
         {
-            return Ok(());
+            return Ok(None);
         }
         let reply = self
             .call(
@@ -181,16 +191,32 @@ impl AgentLink {
                 request::Body::Admit(msg::Admit {
                     resource: resource.to_wire() as i32,
                     bytes,
+                    qp_type: shape.qp_type,
+                    max_send_wr: shape.max_send_wr,
+                    max_recv_wr: shape.max_recv_wr,
                     prefetch: PREFETCH,
                     ..Default::default()
                 }),
             )
             .ok_or(Denial::AgentUnavailable)?;
-        let (count, granted_bytes) = verdict(resource, reply)?;
+        let response::Body::Admit(a) = reply else {
+            return Err(Denial::AgentUnavailable);
+        };
+        // The tenant's limits may have changed since hello: the agent says how to go on.
+        let stale = match self {
+            AgentLink::Connected(c) => c.set_one_at_a_time(resource, a.one_at_a_time),
+            _ => None,
+        };
+        if let Some(stale) = stale {
+            self.release(cfg, resource, stale);
+        }
+        let (count, granted_bytes) = verdict(resource, &a)?;
         if let AgentLink::Connected(c) = self {
             c.tokens.granted(resource, count, granted_bytes, bytes);
         }
-        Ok(())
+        let clamp =
+            (a.verdict == Verdict::Clamped as i32).then_some((a.max_send_wr, a.max_recv_wr));
+        Ok(clamp)
     }
 
     /// `bytes` more for an MR the process holds (`ibv_rereg_mr` growing it): always a round
@@ -209,7 +235,8 @@ impl AgentLink {
             .ok_or(Denial::AgentUnavailable)?;
         match reply {
             response::Body::Admit(a) if a.verdict == Verdict::Allow as i32 => Ok(()),
-            other => verdict(Resource::Mr, other).map(drop),
+            response::Body::Admit(a) => verdict(Resource::Mr, &a).map(drop),
+            _ => Err(Denial::AgentUnavailable),
         }
     }
 
@@ -225,7 +252,14 @@ impl AgentLink {
             // Its connection is gone, and the agent freed its tokens with it.
             return;
         };
-        if let Some(surplus) = c.tokens.returned(resource, bytes, live) {
+        let surplus = if c.one_at_a_time(resource) {
+            // Each creation is the agent's to decide: no token is kept.
+            c.tokens.returned(resource, bytes, live);
+            c.tokens.drain_one(resource)
+        } else {
+            c.tokens.returned(resource, bytes, live)
+        };
+        if let Some(surplus) = surplus {
             self.release(cfg, resource, surplus);
         }
     }
@@ -254,43 +288,26 @@ impl AgentLink {
         );
     }
 
-    /// The in-process limits the agent gave (work requests, rates), when connected.
-    pub fn limits(&self) -> Option<&AgentLimits> {
-        match self {
-            AgentLink::Connected(c) => Some(&c.limits),
-            _ => None,
-        }
-    }
-
     pub fn connected(&self) -> bool {
         matches!(self, AgentLink::Connected(_))
     }
 }
 
-/// What the agent's hello reply says the library applies in-process.
-pub struct AgentLimits {
-    pub limits: Limits,
-    /// Empty: every type.
-    pub allowed_qp_types: Vec<u32>,
-}
-
-impl From<&msg::HelloReply> for AgentLimits {
-    fn from(h: &msg::HelloReply) -> AgentLimits {
-        AgentLimits {
-            limits: Limits {
-                max_send_wr: h.max_send_wr,
-                max_recv_wr: h.max_recv_wr,
-                wr_policy: if h.deny_wr_over_cap {
-                    WrPolicy::Deny
-                } else {
-                    WrPolicy::Clamp
-                },
-                qp_create_per_sec: h.qp_create_per_sec,
-                mr_create_per_sec: h.mr_create_per_sec,
-                ..Limits::NONE
-            },
-            allowed_qp_types: h.allowed_qp_types.clone(),
-        }
+/// The tenant's limits as the agent's hello reply gives them.
+fn hello_limits(h: &msg::HelloReply) -> Limits {
+    Limits {
+        max_send_wr: h.max_send_wr,
+        max_recv_wr: h.max_recv_wr,
+        wr_policy: if h.deny_wr_over_cap {
+            WrPolicy::Deny
+        } else {
+            WrPolicy::Clamp
+        },
+        qp_create_per_sec: h.qp_create_per_sec,
+        mr_create_per_sec: h.mr_create_per_sec,
+        qp_types: (!h.allowed_qp_types.is_empty())
+            .then(|| QpTypes::from_values(&h.allowed_qp_types)),
+        ..Limits::NONE
     }
 }
 
@@ -299,9 +316,10 @@ pub struct AgentConn {
     seq: u64,
     /// The tenant the agent decided this process belongs to.
     pub tenant: String,
-    pub limits: AgentLimits,
     /// Tokens pre-admitted on this connection and not used yet.
     tokens: TokenCache,
+    /// Per resource (QP, MR): each creation goes to the agent, no tokens are kept.
+    one_at_a_time: [bool; 2],
 }
 
 fn proto_err(what: impl std::fmt::Display) -> io::Error {
@@ -309,6 +327,19 @@ fn proto_err(what: impl std::fmt::Display) -> io::Error {
 }
 
 impl AgentConn {
+    fn one_at_a_time(&self, resource: Resource) -> bool {
+        self.one_at_a_time[resource as usize]
+    }
+
+    /// Follows the agent's word on whether `resource` goes one at a time; when it starts to,
+    /// the tokens cached for it are returned (what to release).
+    fn set_one_at_a_time(&mut self, resource: Resource, on: bool) -> Option<Surplus> {
+        let was = std::mem::replace(&mut self.one_at_a_time[resource as usize], on);
+        (on && !was)
+            .then(|| self.tokens.drain_one(resource))
+            .flatten()
+    }
+
     /// Connects and introduces the process; the agent answers with its tenant's in-process
     /// limits (work-request caps, rates, allowed QP types).
     pub fn connect(cfg: &Config, held: Amounts) -> io::Result<AgentConn> {
@@ -320,8 +351,8 @@ impl AgentConn {
             stream,
             seq: 0,
             tenant: String::new(),
-            limits: AgentLimits::from(&msg::HelloReply::default()),
             tokens: TokenCache::default(),
+            one_at_a_time: [false; 2],
         };
         let program = std::env::args().next().unwrap_or_default();
         let reply = conn.call(request::Body::Hello(msg::Hello {
@@ -334,7 +365,8 @@ impl AgentConn {
         }))?;
         match reply {
             response::Body::Hello(h) => {
-                conn.limits = AgentLimits::from(&h);
+                let limits = hello_limits(&h);
+                conn.one_at_a_time = [limits.shapes_qps(), limits.shapes_mrs()];
                 conn.tenant = h.tenant;
             }
             other => return Err(proto_err(format!("expected a hello reply, got {other:?}"))),
@@ -375,22 +407,34 @@ impl AgentConn {
 }
 
 /// Interprets an Admit reply: (tokens, bytes) granted, or the denial.
-fn verdict(resource: Resource, reply: response::Body) -> Result<(u32, u64), Denial> {
-    let response::Body::Admit(a) = reply else {
-        return Err(Denial::AgentUnavailable);
-    };
+fn verdict(resource: Resource, a: &msg::AdmitReply) -> Result<(u32, u64), Denial> {
     let name = resource.name();
     match Verdict::try_from(a.verdict) {
         Ok(Verdict::Allow | Verdict::Clamped) if a.granted > 0 => Ok((a.granted, a.granted_bytes)),
         Ok(Verdict::DenyRate) => Err(Denial::Rate { resource: name }),
         Ok(Verdict::DenyPolicy) => Err(Denial::Policy {
-            reason: format!("the agent refused this {name}"),
+            reason: format!("the agent refused this {name}'s type ({})", a.used),
         }),
         _ => Err(Denial::Quota {
             resource: name,
-            scope: "tenant",
+            scope: known_scope(&a.scope),
             used: a.used,
             limit: a.limit,
         }),
     }
+}
+
+/// The agent's name for the limit that refused, as the denial's log line says it.
+fn known_scope(scope: &str) -> &'static str {
+    [
+        "process",
+        "node",
+        "tenant",
+        "max_send_wr",
+        "max_recv_wr",
+        "connection",
+    ]
+    .into_iter()
+    .find(|s| *s == scope)
+    .unwrap_or("tenant")
 }

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use rdmaq_model::{Caps, Limits, WrPolicy};
-
-use crate::ffi;
+use rdmaq_model::{Caps, Limits, QpTypes, WrPolicy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -37,14 +35,14 @@ pub struct Config {
     /// - `max_send_wr`/`max_recv_wr`: `RDMAQ_MAX_SEND_WR` / `RDMAQ_MAX_RECV_WR`, per QP;
     /// - `wr_policy`: `RDMAQ_WR_POLICY` = clamp (default) | deny;
     /// - `qp_create_per_sec`/`mr_create_per_sec`: `RDMAQ_QP_CREATE_RATE` /
-    ///   `RDMAQ_MR_CREATE_RATE`.
+    ///   `RDMAQ_MR_CREATE_RATE`;
+    /// - `qp_types`: `RDMAQ_ALLOWED_QP_TYPES`, e.g. `RC,UD` (default: all; a list that does
+    ///   not parse allows none, and is reported at first use).
     pub limits: Limits,
     /// `RDMA_INTERCEPT_LOG_LEVEL` (default INFO).
     pub log_level: Level,
     /// `RDMA_INTERCEPT_LOG_FILE_PATH` (default /tmp/rdma_intercept.log).
     pub log_path: PathBuf,
-    /// `RDMAQ_ALLOWED_QP_TYPES`, e.g. `RC,UD` (default: all).
-    pub allowed_qp_types: Option<Vec<u32>>,
     /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp.v3): the host-wide QP table.
     pub host_state: PathBuf,
     /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
@@ -86,31 +84,6 @@ fn opt_num<T: std::str::FromStr>(name: &str) -> Option<T> {
     var(name).and_then(|v| v.parse().ok())
 }
 
-pub fn parse_qp_type(s: &str) -> Option<u32> {
-    match s.trim().to_ascii_uppercase().as_str() {
-        "RC" => Some(ffi::IBV_QPT_RC),
-        "UC" => Some(ffi::IBV_QPT_UC),
-        "UD" => Some(ffi::IBV_QPT_UD),
-        "RAW" | "RAW_PACKET" => Some(ffi::IBV_QPT_RAW_PACKET),
-        "XRC_SEND" | "XRC_INI" => Some(ffi::IBV_QPT_XRC_SEND),
-        "XRC_RECV" | "XRC_TGT" => Some(ffi::IBV_QPT_XRC_RECV),
-        "XRC" => None,
-        _ => None,
-    }
-}
-
-fn qp_types(s: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for t in s.split(',') {
-        if t.trim().eq_ignore_ascii_case("XRC") {
-            out.extend([ffi::IBV_QPT_XRC_SEND, ffi::IBV_QPT_XRC_RECV]);
-        } else if let Some(q) = parse_qp_type(t) {
-            out.push(q);
-        }
-    }
-    out
-}
-
 impl Config {
     pub fn from_env() -> Config {
         let qp_control = flag("RDMA_INTERCEPT_ENABLE_QP_CONTROL", false);
@@ -138,6 +111,8 @@ impl Config {
                 },
                 qp_create_per_sec: opt_num("RDMAQ_QP_CREATE_RATE"),
                 mr_create_per_sec: opt_num("RDMAQ_MR_CREATE_RATE"),
+                qp_types: var("RDMAQ_ALLOWED_QP_TYPES")
+                    .map(|s| QpTypes::parse(&s).unwrap_or(QpTypes::from_values(&[]))),
                 ..Limits::NONE
             },
             log_level: match var("RDMA_INTERCEPT_LOG_LEVEL")
@@ -153,7 +128,6 @@ impl Config {
             log_path: var("RDMA_INTERCEPT_LOG_FILE_PATH")
                 .unwrap_or_else(|| "/tmp/rdma_intercept.log".into())
                 .into(),
-            allowed_qp_types: var("RDMAQ_ALLOWED_QP_TYPES").map(|s| qp_types(&s)),
             host_state: var("RDMAQ_HOST_STATE")
                 .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp.v3".into())
                 .into(),
@@ -186,7 +160,7 @@ impl Config {
             "RDMAQ_MR_CREATE_RATE",
             "RDMAQ_AGENT_TIMEOUT_MS",
         ];
-        numeric
+        let mut problems: Vec<String> = numeric
             .iter()
             .filter_map(|n| {
                 let v = var(n)?;
@@ -194,21 +168,14 @@ impl Config {
                     .is_err()
                     .then(|| format!("{n}={v:?} is not a number; using the default"))
             })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qp_type_lists() {
-        assert_eq!(qp_types("RC, ud"), vec![ffi::IBV_QPT_RC, ffi::IBV_QPT_UD]);
-        assert_eq!(
-            qp_types("XRC"),
-            vec![ffi::IBV_QPT_XRC_SEND, ffi::IBV_QPT_XRC_RECV]
-        );
-        assert!(qp_types("bogus").is_empty());
+            .collect();
+        if let Some(v) = var("RDMAQ_ALLOWED_QP_TYPES")
+            && let Err(why) = QpTypes::parse(&v)
+        {
+            problems.push(format!(
+                "RDMAQ_ALLOWED_QP_TYPES: {why}; no QP type is allowed"
+            ));
+        }
+        problems
     }
 }

@@ -4,14 +4,6 @@
 
 use std::ffi::{c_int, c_void};
 
-/// `enum ibv_qp_type`.
-pub const IBV_QPT_RC: u32 = 2;
-pub const IBV_QPT_UC: u32 = 3;
-pub const IBV_QPT_UD: u32 = 4;
-pub const IBV_QPT_RAW_PACKET: u32 = 8;
-pub const IBV_QPT_XRC_SEND: u32 = 9;
-pub const IBV_QPT_XRC_RECV: u32 = 10;
-
 /// `IBV_QP_INIT_ATTR_PD`: an `ibv_create_qp_ex` with only this mask goes to `ibv_create_qp`.
 pub const IBV_QP_INIT_ATTR_PD: u32 = 1;
 

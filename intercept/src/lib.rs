@@ -15,7 +15,6 @@ mod host;
 mod log;
 mod ops;
 mod process;
-mod rate;
 mod real;
 mod standalone;
 mod statics;
@@ -39,9 +38,8 @@ pub mod bench {
             max_recv_sge: 1,
             max_inline_data: 0,
         };
-        let qp = crate::verbs::admit_and_create_qp(&mut cap, crate::ffi::IBV_QPT_RC, || {
-            id as *mut c_void
-        });
+        let qp =
+            crate::verbs::admit_and_create_qp(&mut cap, rdmaq_model::qpt::RC, || id as *mut c_void);
         crate::verbs::after_destroy(0, |p| p.release_qp(id));
         !qp.is_null()
     }

@@ -8,9 +8,10 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::{BuildHasherDefault, Hasher},
+    time::Instant,
 };
 
-use rdmaq_model::{Amounts, Limits, Resource, WrPolicy};
+use rdmaq_model::{Amounts, QpShape, RateBucket, Resource, ShapeDenial};
 use rdmaq_proto::intercept::{self as msg, request};
 
 use crate::{
@@ -19,7 +20,6 @@ use crate::{
     denial::Denial,
     ffi::IbvQpCap,
     log::log_at,
-    rate::Bucket,
     standalone::{self, HostCap},
 };
 
@@ -78,16 +78,16 @@ pub struct Process {
     cqs: AddrSet,
     pds: AddrSet,
     host: HostCap,
-    qp_rate: Option<Bucket>,
-    mr_rate: Option<Bucket>,
+    qp_rate: Option<RateBucket>,
+    mr_rate: Option<RateBucket>,
     agent: AgentLink,
 }
 
 impl Process {
     pub fn new(cfg: Config) -> Process {
         Process {
-            qp_rate: cfg.limits.qp_create_per_sec.map(Bucket::new),
-            mr_rate: cfg.limits.mr_create_per_sec.map(Bucket::new),
+            qp_rate: None,
+            mr_rate: None,
             cfg,
             qps: AddrMap::default(),
             mrs: AddrMap::default(),
@@ -139,68 +139,71 @@ impl Process {
         }
     }
 
-    /// The in-process limits: the agent's when connected, else the environment's.
-    fn limits(&self) -> (&Limits, Option<&[u32]>) {
-        match self.agent.limits() {
-            Some(a) => (
-                &a.limits,
-                (!a.allowed_qp_types.is_empty()).then_some(&a.allowed_qp_types[..]),
-            ),
-            None => (&self.cfg.limits, self.cfg.allowed_qp_types.as_deref()),
-        }
-    }
-
-    /// Takes a creation token from the rate bucket of `resource`, if it has a rate.
-    fn rate_ok(&mut self, resource: Resource) -> bool {
-        let per_sec = match resource {
-            Resource::Qp => self.limits().0.qp_create_per_sec,
-            Resource::Mr => self.limits().0.mr_create_per_sec,
+    /// Takes a creation token from the standalone rate bucket of `resource`, if the
+    /// environment sets a rate (in agent mode the agent keeps the node's rates).
+    fn standalone_rate_ok(&mut self, resource: Resource) -> bool {
+        let (per_sec, bucket) = match resource {
+            Resource::Qp => (self.cfg.limits.qp_create_per_sec, &mut self.qp_rate),
+            Resource::Mr => (self.cfg.limits.mr_create_per_sec, &mut self.mr_rate),
         };
-        let bucket = match resource {
-            Resource::Qp => &mut self.qp_rate,
-            Resource::Mr => &mut self.mr_rate,
-        };
-        match per_sec {
-            Some(r) => bucket.get_or_insert_with(|| Bucket::new(r)).take(),
-            None => bucket.as_mut().is_none_or(Bucket::take),
-        }
+        let Some(per_sec) = per_sec else { return true };
+        let now = Instant::now();
+        bucket
+            .get_or_insert_with(|| RateBucket::new(per_sec, now))
+            .take_at(now)
     }
 
     // ------------------------------------------------------------------ admission
 
-    /// Decides a QP creation. May lower `cap`'s work-request depths (clamp policy).
+    /// Decides a QP creation. May lower `cap`'s work-request depths (clamp policy). In agent
+    /// mode the agent decides it all (type, work requests, rate, budget); standalone, the
+    /// environment's limits do.
     pub fn admit_qp(&mut self, cap: &mut IbvQpCap, qp_type: u32) -> Result<AdmittedBy, Denial> {
-        let agent = self.agent_decides()?;
-        self.check_qp_shape(cap, qp_type)?;
-        if !self.rate_ok(Resource::Qp) {
-            return Err(Denial::Rate { resource: "qp" });
-        }
-        let by = if agent {
-            {
-                self.agent.admit(&self.cfg, Resource::Qp, 0)?;
-                AdmittedBy::Agent
-            }
-        } else {
-            standalone::check_process(&self.cfg.limits, Resource::Qp, 0, self.held())?;
-            AdmittedBy::Standalone {
-                host: self.host.reserve(&self.cfg)?,
-            }
+        let shape = QpShape {
+            qp_type,
+            max_send_wr: cap.max_send_wr,
+            max_recv_wr: cap.max_recv_wr,
         };
+        let (by, clamp) = if self.agent_decides()? {
+            let clamp = self.agent.admit(&self.cfg, Resource::Qp, 0, shape)?;
+            (AdmittedBy::Agent, clamp)
+        } else {
+            let clamp = self
+                .cfg
+                .limits
+                .check_qp_shape(shape)
+                .map_err(shape_denial)?;
+            if !self.standalone_rate_ok(Resource::Qp) {
+                return Err(Denial::Rate { resource: "qp" });
+            }
+            standalone::check_process(&self.cfg.limits, Resource::Qp, 0, self.held())?;
+            let host = self.host.reserve(&self.cfg)?;
+            (AdmittedBy::Standalone { host }, clamp)
+        };
+        if let Some((send, recv)) = clamp {
+            log_at!(
+                &self.cfg,
+                Info,
+                "qp work requests {}/{} clamped to {send}/{recv}",
+                cap.max_send_wr,
+                cap.max_recv_wr
+            );
+            cap.max_send_wr = send;
+            cap.max_recv_wr = recv;
+        }
         self.pending.qp += 1;
         Ok(by)
     }
 
     pub fn admit_mr(&mut self, bytes: u64) -> Result<AdmittedBy, Denial> {
-        let agent = self.agent_decides()?;
-        if !self.rate_ok(Resource::Mr) {
-            return Err(Denial::Rate { resource: "mr" });
-        }
-        let by = if agent {
-            {
-                self.agent.admit(&self.cfg, Resource::Mr, bytes)?;
-                AdmittedBy::Agent
-            }
+        let by = if self.agent_decides()? {
+            self.agent
+                .admit(&self.cfg, Resource::Mr, bytes, QpShape::default())?;
+            AdmittedBy::Agent
         } else {
+            if !self.standalone_rate_ok(Resource::Mr) {
+                return Err(Denial::Rate { resource: "mr" });
+            }
             standalone::check_process(&self.cfg.limits, Resource::Mr, bytes, self.held())?;
             AdmittedBy::Standalone { host: false }
         };
@@ -208,37 +211,6 @@ impl Process {
             .pending
             .saturating_add(Amounts::of(Resource::Mr, 1, bytes));
         Ok(by)
-    }
-
-    fn check_qp_shape(&self, cap: &mut IbvQpCap, qp_type: u32) -> Result<(), Denial> {
-        let (limits, allowed) = self.limits();
-        if let Some(types) = allowed
-            && !types.contains(&qp_type)
-        {
-            return Err(Denial::Policy {
-                reason: format!("QP type {qp_type} is not in the allowed list {types:?}"),
-            });
-        }
-        for (name, asked, limit) in [
-            ("max_send_wr", &mut cap.max_send_wr, limits.max_send_wr),
-            ("max_recv_wr", &mut cap.max_recv_wr, limits.max_recv_wr),
-        ] {
-            if let Some(limit) = limit
-                && *asked > limit
-            {
-                if limits.wr_policy == WrPolicy::Deny {
-                    return Err(Denial::Quota {
-                        resource: "qp",
-                        scope: name,
-                        used: u64::from(*asked),
-                        limit: u64::from(limit),
-                    });
-                }
-                log_at!(&self.cfg, Info, "qp {name} {} clamped to {limit}", *asked);
-                *asked = limit;
-            }
-        }
-        Ok(())
     }
 
     // ------------------------------------------------------------------ outcomes
@@ -387,5 +359,21 @@ impl Process {
             })
         };
         let _ = self.agent.call(&self.cfg, body);
+    }
+}
+
+/// A refused QP shape as the verb's denial: a type not allowed is EPERM, work requests over
+/// the cap (deny policy) EDQUOT.
+fn shape_denial(why: ShapeDenial) -> Denial {
+    match why {
+        ShapeDenial::Type { .. } => Denial::Policy {
+            reason: why.to_string(),
+        },
+        ShapeDenial::WorkRequests { field, asked, cap } => Denial::Quota {
+            resource: "qp",
+            scope: field,
+            used: u64::from(asked),
+            limit: u64::from(cap),
+        },
     }
 }

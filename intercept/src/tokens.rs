@@ -96,6 +96,21 @@ impl TokenCache {
         }
     }
 
+    /// Empties the cache of `resource`: what it held, if anything.
+    pub fn drain_one(&mut self, resource: Resource) -> Option<Surplus> {
+        let s = match resource {
+            Resource::Qp => Surplus {
+                count: std::mem::take(&mut self.qp),
+                bytes: 0,
+            },
+            Resource::Mr => Surplus {
+                count: std::mem::take(&mut self.mr),
+                bytes: std::mem::take(&mut self.bytes),
+            },
+        };
+        (s != Surplus::default()).then_some(s)
+    }
+
     /// Empties the cache (at exit, or when a new agent connection replaces the tokens of
     /// the old one): what it held, per resource.
     pub fn drain(&mut self) -> [(Resource, Surplus); 2] {
@@ -188,6 +203,19 @@ mod tests {
         );
         assert!(c.take(Resource::Mr, 10 << 20) && c.take(Resource::Mr, 10 << 20));
         assert!(!c.take(Resource::Mr, 1));
+    }
+
+    #[test]
+    fn one_resource_can_be_emptied_alone() {
+        let mut c = TokenCache::default();
+        c.granted(Resource::Qp, 3, 0, 0);
+        c.granted(Resource::Mr, 2, 8192, 4096);
+        assert_eq!(
+            c.drain_one(Resource::Qp),
+            Some(Surplus { count: 2, bytes: 0 })
+        );
+        assert_eq!(c.drain_one(Resource::Qp), None);
+        assert!(c.take(Resource::Mr, 4096), "the MR tokens stay");
     }
 
     #[test]

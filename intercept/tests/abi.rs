@@ -1,9 +1,11 @@
-//! The struct offsets in `src/ffi.rs` must match the system's `verbs.h`: a C program
-//! compiled against it prints them, and this test compares.
+//! The struct offsets in `src/ffi.rs` and the QP type values in `rdmaq_model::qpt` must
+//! match the system's `verbs.h`: a C program compiled against it prints them, and this test
+//! compares.
 
 use std::process::Command;
 
 use rdmaq_intercept::ffi;
+use rdmaq_model::qpt;
 
 #[test]
 fn offsets_match_the_system_verbs_h() {
@@ -18,7 +20,7 @@ fn offsets_match_the_system_verbs_h() {
 #include <infiniband/verbs.h>
 int main(void) {
     size_t c = offsetof(struct verbs_context, context);
-    printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
+    printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
         offsetof(struct ibv_context, abi_compat), sizeof(struct ibv_context),
         c - offsetof(struct verbs_context, sz),
         c - offsetof(struct verbs_context, create_qp_ex),
@@ -27,7 +29,9 @@ int main(void) {
         offsetof(struct ibv_qp_init_attr_ex, cap), offsetof(struct ibv_qp_init_attr_ex, qp_type),
         offsetof(struct ibv_qp_init_attr_ex, comp_mask), offsetof(struct ibv_qp_init_attr_ex, pd),
         offsetof(struct ibv_mr, length), (size_t)IBV_QP_INIT_ATTR_PD,
-        (size_t)IBV_REREG_MR_CHANGE_TRANSLATION, (size_t)(-IBV_REREG_MR_ERR_INPUT));
+        (size_t)IBV_REREG_MR_CHANGE_TRANSLATION, (size_t)(-IBV_REREG_MR_ERR_INPUT),
+        (size_t)IBV_QPT_RC, (size_t)IBV_QPT_UC, (size_t)IBV_QPT_UD, (size_t)IBV_QPT_RAW_PACKET,
+        (size_t)IBV_QPT_XRC_SEND, (size_t)IBV_QPT_XRC_RECV);
     return 0;
 }
 "#,
@@ -65,6 +69,12 @@ int main(void) {
         ffi::IBV_QP_INIT_ATTR_PD as usize,
         ffi::IBV_REREG_MR_CHANGE_TRANSLATION as usize,
         (-ffi::IBV_REREG_MR_ERR_INPUT) as usize,
+        qpt::RC as usize,
+        qpt::UC as usize,
+        qpt::UD as usize,
+        qpt::RAW_PACKET as usize,
+        qpt::XRC_SEND as usize,
+        qpt::XRC_RECV as usize,
     ];
     assert_eq!(c, rust, "C (left) and src/ffi.rs (right) disagree");
     let _ = std::fs::remove_dir_all(dir);

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Caps;
+use crate::{Caps, QpTypes};
 
 /// What to do with a QP asking for more work requests than the cap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,41 @@ impl WrPolicy {
     }
 }
 
+/// What a QP creation asks for, as far as limits care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QpShape {
+    /// `ibv_qp_type`.
+    pub qp_type: u32,
+    pub max_send_wr: u32,
+    pub max_recv_wr: u32,
+}
+
+/// Why a QP's shape is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeDenial {
+    /// Its type is not in the tenant's list.
+    Type { qp_type: u32, allowed: QpTypes },
+    /// It asks for more work requests than the cap, and the policy is deny.
+    WorkRequests {
+        field: &'static str,
+        asked: u32,
+        cap: u32,
+    },
+}
+
+impl std::fmt::Display for ShapeDenial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShapeDenial::Type { qp_type, allowed } => {
+                write!(f, "QP type {qp_type} is not one of {allowed}")
+            }
+            ShapeDenial::WorkRequests { field, asked, cap } => {
+                write!(f, "{field} {asked} is above the cap {cap}")
+            }
+        }
+    }
+}
+
 /// A tenant's caps. Field names are part of the replicated state's format (serde), so a
 /// renamed field keeps its stored name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,9 +74,12 @@ pub struct Limits {
     pub max_send_wr: Option<u32>,
     pub max_recv_wr: Option<u32>,
     pub wr_policy: WrPolicy,
-    /// Creations per second (refilling token buckets).
+    /// Creations per second on each node (refilling token buckets).
     pub qp_create_per_sec: Option<u32>,
     pub mr_create_per_sec: Option<u32>,
+    /// QP types the tenant may create; `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qp_types: Option<QpTypes>,
 }
 
 impl Limits {
@@ -55,7 +93,55 @@ impl Limits {
         wr_policy: WrPolicy::Clamp,
         qp_create_per_sec: None,
         mr_create_per_sec: None,
+        qp_types: None,
     };
+
+    /// Checks a QP's type and work-request depths against these limits: `Ok(None)` as asked,
+    /// `Ok(Some((send, recv)))` lowered to the caps (clamp policy), or why it is refused.
+    pub fn check_qp_shape(&self, qp: QpShape) -> Result<Option<(u32, u32)>, ShapeDenial> {
+        if let Some(types) = self.qp_types
+            && !types.allows(qp.qp_type)
+        {
+            return Err(ShapeDenial::Type {
+                qp_type: qp.qp_type,
+                allowed: types,
+            });
+        }
+        let mut out = (qp.max_send_wr, qp.max_recv_wr);
+        for (field, asked, cap) in [
+            ("max_send_wr", &mut out.0, self.max_send_wr),
+            ("max_recv_wr", &mut out.1, self.max_recv_wr),
+        ] {
+            if let Some(cap) = cap
+                && *asked > cap
+            {
+                if self.wr_policy == WrPolicy::Deny {
+                    return Err(ShapeDenial::WorkRequests {
+                        field,
+                        asked: *asked,
+                        cap,
+                    });
+                }
+                *asked = cap;
+            }
+        }
+        Ok((out != (qp.max_send_wr, qp.max_recv_wr)).then_some(out))
+    }
+
+    /// Whether each QP must be decided on its own at creation (its type, its work requests
+    /// or its creation rate are limited), instead of from tokens taken ahead.
+    pub fn shapes_qps(&self) -> bool {
+        self.max_send_wr.is_some()
+            || self.max_recv_wr.is_some()
+            || self.qp_types.is_some()
+            || self.qp_create_per_sec.is_some()
+    }
+
+    /// Whether each MR must be decided on its own at registration (its creation rate is
+    /// limited).
+    pub fn shapes_mrs(&self) -> bool {
+        self.mr_create_per_sec.is_some()
+    }
 }
 
 impl std::fmt::Display for Limits {
@@ -90,6 +176,9 @@ impl std::fmt::Display for Limits {
         if self.wr_policy == WrPolicy::Deny {
             parts.push("wr-policy=deny".into());
         }
+        if let Some(t) = self.qp_types {
+            parts.push(format!("qp-types={t}"));
+        }
         if parts.is_empty() {
             f.write_str("(no caps)")
         } else {
@@ -113,6 +202,40 @@ mod tests {
             l.to_string(),
             "max-qp=100 max-mr-bytes-per-node=4096 wr-policy=deny"
         );
+    }
+
+    #[test]
+    fn qp_shapes_are_clamped_or_refused() {
+        use crate::qpt;
+        let shape = |qp_type, max_send_wr, max_recv_wr| QpShape {
+            qp_type,
+            max_send_wr,
+            max_recv_wr,
+        };
+        let mut l = Limits::NONE;
+        assert_eq!(l.check_qp_shape(shape(qpt::RC, 1 << 20, 1 << 20)), Ok(None));
+        l.max_send_wr = Some(64);
+        assert_eq!(l.check_qp_shape(shape(qpt::RC, 16, 999)), Ok(None));
+        assert_eq!(
+            l.check_qp_shape(shape(qpt::RC, 100, 999)),
+            Ok(Some((64, 999)))
+        );
+        l.wr_policy = WrPolicy::Deny;
+        assert_eq!(
+            l.check_qp_shape(shape(qpt::RC, 100, 1)),
+            Err(ShapeDenial::WorkRequests {
+                field: "max_send_wr",
+                asked: 100,
+                cap: 64
+            })
+        );
+        l.qp_types = Some(crate::QpTypes::parse("UD").unwrap());
+        assert!(matches!(
+            l.check_qp_shape(shape(qpt::RC, 1, 1)),
+            Err(ShapeDenial::Type { qp_type: 2, .. })
+        ));
+        assert_eq!(l.check_qp_shape(shape(qpt::UD, 1, 1)), Ok(None));
+        assert!(l.shapes_qps() && !l.shapes_mrs());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use rdmaq_proto::v1 as pb;
 
-use crate::{Amounts, Caps, Limits, WrPolicy};
+use crate::{Amounts, Caps, Limits, QpTypes, WrPolicy};
 
 impl From<pb::Amounts> for Amounts {
     fn from(a: pb::Amounts) -> Amounts {
@@ -78,8 +78,20 @@ impl From<&pb::Limits> for Limits {
             wr_policy: l.wr_policy.into(),
             qp_create_per_sec: l.qp_create_per_sec,
             mr_create_per_sec: l.mr_create_per_sec,
+            // Names this side does not know are dropped (the coordinator refuses them when
+            // a quota is set: `qp_types_from_pb`).
+            qp_types: qp_types_from_pb(&l.qp_types).ok().flatten(),
         }
     }
+}
+
+/// The QP types of a wire `Limits`: `None` for an empty list (any type), or the name that is
+/// not a QP type.
+pub fn qp_types_from_pb(names: &[String]) -> Result<Option<QpTypes>, String> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    QpTypes::parse(&names.join(",")).map(Some)
 }
 
 impl From<&Limits> for pb::Limits {
@@ -99,6 +111,10 @@ impl From<&Limits> for pb::Limits {
             wr_policy: pb::WrPolicy::from(l.wr_policy) as i32,
             qp_create_per_sec: l.qp_create_per_sec,
             mr_create_per_sec: l.mr_create_per_sec,
+            qp_types: l
+                .qp_types
+                .map(|t| t.names().into_iter().map(String::from).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -123,7 +139,9 @@ mod tests {
         l.max_send_wr = Some(64);
         l.wr_policy = WrPolicy::Deny;
         l.mr_create_per_sec = Some(500);
+        l.qp_types = Some(QpTypes::parse("RC,XRC").unwrap());
         assert_eq!(Limits::from(&pb::Limits::from(&l)), l);
+        assert!(qp_types_from_pb(&["RC".into(), "TCP".into()]).is_err());
         assert_eq!(Limits::from(&pb::Limits::default()), Limits::NONE);
     }
 

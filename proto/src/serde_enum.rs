@@ -49,7 +49,7 @@ mod tests {
             wr_policy: WrPolicy::Deny as i32,
             ..Default::default()
         };
-        let json = serde_json::to_value(l).unwrap();
+        let json = serde_json::to_value(&l).unwrap();
         assert_eq!(json["wr_policy"], "deny");
         assert_eq!(serde_json::from_value::<Limits>(json).unwrap(), l);
         let numeric = serde_json::json!({"wr_policy": 1});

@@ -373,7 +373,7 @@ fn budget_invariant_holds_under_concurrent_agents_on_every_member() {
                     }
                     let u = adm.usage(pb::UsageRequest { tenant: "t1".into() }).await.unwrap().into_inner();
                     let t = &u.tenants[0];
-                    let cap = t.limits.unwrap().max_qp.unwrap();
+                    let cap = t.limits.as_ref().unwrap().max_qp.unwrap();
                     let (allotted, used) = (t.allotted.unwrap().qp, t.used.unwrap().qp);
                     let sum: u64 = t.nodes.iter().map(|n| n.allotted.unwrap().qp).sum();
                     // Above a lowered cap, the allotments stay counted until the nodes give

@@ -388,3 +388,118 @@ fn a_program_started_while_the_agent_restarts_waits_for_it_or_fails_closed() {
     );
     assert_eq!(created(&out), 1, "{out}");
 }
+
+/// Work-request caps, the QP-type list and creation rates used to be applied by the library
+/// alone in agent mode (the agent never saw a QP's shape): a program could ignore them. The
+/// agent now decides each such creation itself — here a client speaking the protocol
+/// directly, no library at all, is clamped, refused and rate-limited.
+#[test]
+fn the_agent_enforces_qp_shape_and_creation_rates_itself() {
+    use rdmaq_lab::host_agent::{recv, send};
+    use rdmaq_proto::intercept::{self as msg, Resource, request, response};
+    let a = HostAgent::start(
+        "default_tenant = \"t1\"\n[tenants.t1]\nmax_qp = 10\nmax_send_wr = 8\n\
+         allowed_qp_types = [\"RC\"]\nqp_create_per_sec = 2\n",
+    );
+    let mut s = connect(&a.sock());
+    let h = hello(&mut s);
+    assert_eq!(h.allowed_qp_types, [2], "{h:?}");
+    let mut seq = 1;
+    let mut qp = |s: &mut std::os::unix::net::UnixStream, qp_type: u32, send_wr: u32| {
+        seq += 1;
+        send(
+            s,
+            seq,
+            request::Body::Admit(msg::Admit {
+                resource: Resource::Qp as i32,
+                qp_type,
+                max_send_wr: send_wr,
+                max_recv_wr: 4,
+                prefetch: 4,
+                ..Default::default()
+            }),
+        );
+        match recv(s).and_then(|r| r.body) {
+            Some(response::Body::Admit(a)) => a,
+            other => panic!("no admit reply: {other:?}"),
+        }
+    };
+    // RC asking for 100 send WRs: lowered to 8, one token only (each QP is the agent's).
+    let r = qp(&mut s, 2, 100);
+    assert_eq!(r.verdict, Verdict::Clamped as i32, "{r:?}");
+    assert_eq!(
+        (r.granted, r.max_send_wr, r.max_recv_wr),
+        (1, 8, 4),
+        "{r:?}"
+    );
+    assert!(r.one_at_a_time, "{r:?}");
+    // UD is not in the list: refused by policy (the library's EPERM).
+    let r = qp(&mut s, 4, 1);
+    assert_eq!(r.verdict, Verdict::DenyPolicy as i32, "{r:?}");
+    // 2 per second: the second passes, the third is refused by rate (EAGAIN).
+    assert_eq!(qp(&mut s, 2, 1).verdict, Verdict::Allow as i32);
+    let r = qp(&mut s, 2, 1);
+    assert_eq!(r.verdict, Verdict::DenyRate as i32, "{r:?}");
+    // And the rate refills.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(qp(&mut s, 2, 1).verdict, Verdict::Allow as i32);
+}
+
+/// The same limits set with `rdmaq quota set`, through the coordinator and the node's agent
+/// to an unmodified program under the library (lab).
+#[test]
+fn quota_shape_and_rate_limits_reach_programs_through_the_agent() {
+    rdmaq_lab::require_lab!();
+    let cl = ClusterLab::start(1, Kernel::from_env(), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let n = cl.lab.node(1);
+    let set = |args: &[&str]| {
+        let mut all = vec!["quota", "set", "t1"];
+        all.extend(args);
+        let out = cl.cli(&all);
+        assert!(out.status.success(), "{all:?}: {out:?}");
+        // Agents take a change in at once (the quota stream); give it a moment.
+        std::thread::sleep(Duration::from_millis(1500));
+    };
+    let run = |args: &str| n.run_ok(&ClusterLab::exec("t1", args)).unwrap().stdout;
+    set(&["--max-qp", "10", "--max-send-wr", "8"]);
+    // Clamped: the QP is created with at most 8 send WRs (rxe may round up, never to 64).
+    let out = run("wr 64 4");
+    assert!(line(&out, "wr_result").starts_with("created"), "{out}");
+    let send_wr: u32 = line(&out, "qp_caps")
+        .split(['=', ' '])
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX);
+    assert!(send_wr < 64, "{out}");
+    // Deny policy: refused with EDQUOT.
+    set(&["--wr-policy", "deny"]);
+    let out = run("wr 64 4");
+    assert!(
+        line(&out, "wr_result").starts_with("refused errno 122"),
+        "{out}"
+    );
+    // RC is not in the list: EPERM.
+    set(&["--wr-policy", "clamp", "--qp-types", "UD"]);
+    let out = run("qps 1");
+    assert_eq!(created(&out), 0, "{out}");
+    assert!(line(&out, "first_errno").ends_with("EPERM"), "{out}");
+    // 2 QP creations a second on the node: a burst of 10 gets 2 or 3 (the bucket refills
+    // while the program runs), then EAGAIN.
+    set(&["--qp-types", "any", "--qp-create-rate", "2/s"]);
+    let out = run("qps 10");
+    assert!((2..=4).contains(&created(&out)), "{out}");
+    assert!(line(&out, "first_errno").ends_with("EAGAIN"), "{out}");
+    // MR registrations too.
+    set(&[
+        "--qp-create-rate",
+        "1000/s",
+        "--mr-create-rate",
+        "2/s",
+        "--max-mr",
+        "100",
+    ]);
+    let out = run("mrs 10 4096");
+    let registered: u64 = line(&out, "registered").parse().unwrap();
+    assert!((2..=4).contains(&registered), "{out}");
+    assert!(line(&out, "first_errno").starts_with("11 "), "{out}");
+}

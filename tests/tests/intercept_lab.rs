@@ -380,7 +380,10 @@ fn agent_mode_against_the_real_agent() {
     let n = lab.node(1);
     let agent = node_agent::start(
         n,
-        "default_tenant = \"t\"\n[tenants.t]\nmax_qp = 5\nmax_mr = 100\nmax_send_wr = 8",
+        // Tenant t: a budget only (QPs from batched tokens). Tenant w (a launcher's): a
+        // work-request cap (each QP decided by the agent, clamped).
+        "default_tenant = \"t\"\n[[rules]]\nuid = 0\ntenant = \"t\"\nlauncher_tenants = [\"w\"]\n\
+         [tenants.t]\nmax_qp = 5\nmax_mr = 100\n[tenants.w]\nmax_send_wr = 8",
         "--no-ebpf",
     );
     let sock = format!("RDMAQ_AGENT_SOCKET={SOCKET}");
@@ -409,7 +412,7 @@ fn agent_mode_against_the_real_agent() {
     // MRs through the agent too, and its work-request cap.
     let out = parse(&check(n, &sock, "mrs 3 4096"));
     assert_eq!(field(&out, "registered"), "3", "{out:?}");
-    let out = parse(&check(n, &sock, "wr 64 4"));
+    let out = parse(&check(n, &format!("{sock} RDMAQ_TENANT=w"), "wr 64 4"));
     let send: u32 = field(&out, "qp_caps")
         .split(['=', ' '])
         .nth(1)

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use rdmaq_common::units::{parse_rate, parse_size};
-use rdmaq_model::{Limits, WrPolicy};
+use rdmaq_model::{Limits, QpTypes, WrPolicy};
 use rdmaq_proto::v1 as pb;
 
 use crate::{
@@ -20,6 +20,21 @@ pub enum QuotaCmd {
     List,
     /// Remove a tenant's quota (the tenant is no longer capped).
     Delete { tenant: String },
+}
+
+/// `--qp-types`: a list, or `any`.
+#[derive(Debug, Clone, Copy)]
+pub enum QpTypesArg {
+    Any,
+    Only(QpTypes),
+}
+
+fn parse_qp_types(s: &str) -> Result<QpTypesArg, String> {
+    if s.eq_ignore_ascii_case("any") {
+        Ok(QpTypesArg::Any)
+    } else {
+        QpTypes::parse(s).map(QpTypesArg::Only)
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -67,6 +82,10 @@ pub struct SetArgs {
     /// MR registrations per second per node.
     #[arg(long, value_parser = parse_rate)]
     pub mr_create_rate: Option<u32>,
+    /// QP types the tenant may create, e.g. RC,UD (also UC, RAW_PACKET, XRC, XRC_SEND,
+    /// XRC_RECV); `any` lifts the restriction.
+    #[arg(long, value_parser = parse_qp_types)]
+    pub qp_types: Option<QpTypesArg>,
     /// Start from no caps instead of the tenant's current ones.
     #[arg(long)]
     pub replace: bool,
@@ -89,6 +108,11 @@ impl SetArgs {
         l.max_recv_wr = self.max_recv_wr.or(l.max_recv_wr);
         l.qp_create_per_sec = self.qp_create_rate.or(l.qp_create_per_sec);
         l.mr_create_per_sec = self.mr_create_rate.or(l.mr_create_per_sec);
+        match self.qp_types {
+            Some(QpTypesArg::Any) => l.qp_types = None,
+            Some(QpTypesArg::Only(t)) => l.qp_types = Some(t),
+            None => {}
+        }
         if let Some(p) = self.wr_policy {
             l.wr_policy = match p {
                 WrPolicyArg::Clamp => WrPolicy::Clamp,
@@ -187,6 +211,7 @@ fn render(format: Format, quotas: &[pb::Quota]) -> String {
         "RECV-WR",
         "QP/S",
         "MR/S",
+        "QP-TYPES",
         "VERSION",
     ]);
     for q in quotas {
@@ -207,6 +232,8 @@ fn render(format: Format, quotas: &[pb::Quota]) -> String {
             small(l.max_recv_wr),
             small(l.qp_create_per_sec),
             small(l.mr_create_per_sec),
+            l.qp_types
+                .map_or_else(|| "-".to_string(), |t| t.to_string()),
             q.version.to_string(),
         ]);
     }

@@ -44,6 +44,8 @@ impl Admin for AdminService {
             .limits
             .as_ref()
             .ok_or_else(|| Error::invalid("limits", "missing"))?;
+        rdmaq_model::qp_types_from_pb(&limits.qp_types)
+            .map_err(|why| Error::invalid("limits.qp_types", why))?;
         let limits = Limits::from(limits);
         validate::limits(&limits).map_err(Error::Rejected)?;
         let reply = self
