@@ -2,7 +2,7 @@
 //! the backstop reconciles with the ledger, and a restarted agent's claims are bounded by.
 //! Pure: events and resource dumps in, counts out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rdmaq_ebpf_common::{Counts, Event, kind};
 use rdmaq_model::Amounts;
@@ -17,14 +17,15 @@ pub fn event_name(ev: &Event) -> &'static str {
         kind::QP_DESTROY => "qp_destroy",
         kind::MR_CREATE => "mr_create",
         kind::MR_DESTROY => "mr_destroy",
-        kind::PROCESS_EXIT => "process_exit",
         kind::UMEM_GET => "umem_get",
         kind::UMEM_RELEASE => "umem_release",
         _ => "unknown",
     }
 }
 
-/// Applies one event; a process with nothing left (or that exited) leaves the view.
+/// Applies one event; a process with nothing left leaves the view. (Not its exit: objects
+/// outlive their creator when another process holds its file after a fork, or its main
+/// thread exits first. They stay charged to it until they are destroyed.)
 pub fn apply(view: &mut KernelView, ev: &Event) {
     let c = view.entry(ev.tgid).or_default();
     match ev.kind {
@@ -42,7 +43,7 @@ pub fn apply(view: &mut KernelView, ev: &Event) {
         kind::UMEM_RELEASE => c.pinned = c.pinned.saturating_sub(ev.bytes),
         _ => {}
     }
-    if ev.kind == kind::PROCESS_EXIT || *c == Counts::default() {
+    if *c == Counts::default() {
         view.remove(&ev.tgid);
     }
 }
@@ -65,6 +66,33 @@ pub fn totals(view: &KernelView) -> (usize, Counts) {
         pinned: a.pinned + c.pinned,
     });
     (view.len(), sum)
+}
+
+/// Sets each process not in `leave` to what `dumped` says of it: its QPs, MRs and MR bytes
+/// (pinned memory, which the dump does not list, stays as the events counted it, or the
+/// dump's estimate for a process the view lacked). `leave` holds the processes the dump
+/// cannot speak for: those with events while it ran, and those that are gone (the kernel
+/// lists their surviving objects without a pid). Returns how many processes changed.
+pub fn correct(view: &mut KernelView, dumped: &KernelView, leave: &HashSet<u32>) -> usize {
+    let pids: HashSet<u32> = view.keys().chain(dumped.keys()).copied().collect();
+    let mut changed = 0;
+    for pid in pids.difference(leave) {
+        let now = view.get(pid).copied();
+        let mut c = dumped.get(pid).copied().unwrap_or_default();
+        if let Some(now) = now {
+            c.pinned = now.pinned;
+        }
+        if now == Some(c) || (now.is_none() && c == Counts::default()) {
+            continue;
+        }
+        changed += 1;
+        if c == Counts::default() {
+            view.remove(pid);
+        } else {
+            view.insert(*pid, c);
+        }
+    }
+    changed
 }
 
 /// Adds the entries of `rdma resource show qp|mr -j` (`what` is "qp" or "mr") to `view`.
@@ -102,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn events_count_per_process_and_an_exit_clears_it() {
+    fn events_count_per_process_until_their_objects_are_gone() {
         let mut v = KernelView::new();
         apply(&mut v, &ev(kind::QP_CREATE, 7, 0));
         apply(&mut v, &ev(kind::MR_CREATE, 7, 4096));
@@ -121,8 +149,51 @@ mod tests {
         apply(&mut v, &ev(kind::QP_DESTROY, 8, 0));
         apply(&mut v, &ev(kind::QP_DESTROY, 8, 0));
         assert!(!v.contains_key(&8));
-        apply(&mut v, &ev(kind::PROCESS_EXIT, 7, 0));
+        apply(&mut v, &ev(kind::QP_DESTROY, 7, 0));
+        apply(&mut v, &ev(kind::MR_DESTROY, 7, 4096));
+        assert!(v.contains_key(&7), "its umem is still pinned");
+        apply(&mut v, &ev(kind::UMEM_RELEASE, 7, 4096));
         assert!(v.is_empty());
+    }
+
+    #[test]
+    fn a_dump_corrects_every_process_that_was_quiet_while_it_ran() {
+        let counts = |qps, mrs, pinned| Counts {
+            qps,
+            mrs,
+            mr_bytes: mrs * 4096,
+            pinned,
+        };
+        let mut view = KernelView::from([
+            (1, counts(2, 0, 0)),
+            (2, counts(1, 5, 8192)),
+            (3, counts(4, 0, 0)),
+        ]);
+        // 1 missed a QP created before the agent started, 2 churns (events during the dump),
+        // 3 lost a destroy event, 4 the view never saw.
+        let dumped = KernelView::from([
+            (1, counts(3, 0, 0)),
+            (2, counts(9, 9, 9)),
+            (3, counts(3, 0, 0)),
+            (4, counts(0, 1, 4096)),
+        ]);
+        let touched = HashSet::from([2]);
+        assert_eq!(correct(&mut view, &dumped, &touched), 3);
+        assert_eq!(view[&1], counts(3, 0, 0));
+        assert_eq!(view[&2], counts(1, 5, 8192), "left to its events");
+        assert_eq!(view[&3], counts(3, 0, 0));
+        assert_eq!(
+            view[&4],
+            counts(0, 1, 4096),
+            "the dump's estimate of pinned bytes"
+        );
+        // Gone from the kernel: gone from the view, but pinned memory the events saw stays.
+        let mut view = KernelView::from([(5, counts(1, 0, 0)), (6, counts(1, 0, 64))]);
+        assert_eq!(correct(&mut view, &KernelView::new(), &HashSet::new()), 2);
+        assert_eq!(view.get(&5), None);
+        assert_eq!(view[&6], counts(0, 0, 64));
+        // Nothing to do twice.
+        assert_eq!(correct(&mut view, &KernelView::new(), &HashSet::new()), 0);
     }
 
     #[test]

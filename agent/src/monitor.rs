@@ -6,12 +6,12 @@
 //! tokio), as DESIGN.md allows for the agent's BPF loading.
 #![allow(unsafe_code)]
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use aya::{
     Ebpf, include_bytes_aligned,
     maps::{Array, RingBuf},
-    programs::{KProbe, TracePoint},
+    programs::KProbe,
 };
 use rdmaq_ebpf_common::{Event, config};
 use tokio::io::unix::AsyncFd;
@@ -26,10 +26,10 @@ use crate::{
 /// The object built by build.rs (aligned for the ELF parser).
 static OBJECT: &[u8] = include_bytes_aligned!(env!("RDMAQ_EBPF_OBJECT"));
 
-/// How often the view is checked against the kernel's resource dump.
-const RESYNC: Duration = Duration::from_secs(30);
-/// Dumps tried at start-up before settling for one during which objects changed.
-const SEED_ATTEMPTS: usize = 10;
+/// How often the view is checked against the kernel's resource dump, and how soon after
+/// the seed the first time (processes busy during the seed are corrected once they pause).
+const RESYNC: Duration = Duration::from_secs(10);
+const FIRST_RESYNC: Duration = Duration::from_secs(1);
 
 /// (program, kernel function)
 const PROBES: [(&str, &str); 7] = [
@@ -102,14 +102,6 @@ impl Monitor {
             p.attach(func, 0)
                 .map_err(|e| ebpf(&format!("attaching {prog} to {func}"), e))?;
         }
-        let tp: &mut TracePoint = bpf
-            .program_mut("process_exit")
-            .ok_or_else(|| ebpf("process_exit", "missing"))?
-            .try_into()
-            .map_err(|e| ebpf("process_exit", e))?;
-        tp.load().map_err(|e| ebpf("process_exit", e))?;
-        tp.attach("sched", "sched_process_exit")
-            .map_err(|e| ebpf("process_exit", e))?;
         let ring = RingBuf::try_from(
             bpf.take_map("EVENTS")
                 .ok_or_else(|| ebpf("map", "EVENTS missing"))?,
@@ -134,77 +126,64 @@ impl Monitor {
         batch
     }
 
-    /// The kernel's resource dump, and whether no RDMA object was created or destroyed while
-    /// it ran (then it agrees exactly with the event stream; otherwise it may or may not
-    /// include those objects). Events queued before it are dropped when `drop_before` (they
-    /// are in the dump), else applied first, as are those queued during a dump that was not
-    /// quiet.
-    async fn quiet_dump(
-        &mut self,
-        agent: &Agent,
-        drop_before: bool,
-    ) -> Result<(KernelView, bool), Error> {
+    /// Corrects the view from the kernel's resource dump, process by process: one that had
+    /// no event while the dump ran is set to what the dump says; one that had is left to its
+    /// events (and corrected at a later resync, once it pauses), as is one that is gone. So objects missed at start-up
+    /// or by a lost event (a full ring buffer) are found even while other processes keep
+    /// creating and destroying. Returns the processes corrected, and those the dump lists.
+    async fn resync(&mut self, agent: &Agent) -> Result<(usize, Vec<u32>), Error> {
         let before = self.take_queued();
-        if !drop_before && !before.is_empty() {
+        if !before.is_empty() {
             apply(agent, &before);
         }
-        let view = tokio::task::spawn_blocking(dump)
+        let dumped = tokio::task::spawn_blocking(dump)
             .await
             .unwrap_or_else(|e| Err(Error::Ebpf(format!("dump task: {e}"))))?;
         let during = self.take_queued();
-        if !drop_before && !during.is_empty() {
+        if !during.is_empty() {
             apply(agent, &during);
         }
-        Ok((view, during.is_empty()))
+        let mut view = agent.kernel.lock().expect("kernel view");
+        // Busy while the dump ran, or gone (their objects outlive them, unattributed in the
+        // dump): left to the events.
+        let leave: HashSet<u32> = during
+            .iter()
+            .map(|e| e.tgid)
+            .chain(
+                view.keys()
+                    .copied()
+                    .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()),
+            )
+            .collect();
+        let corrected = kernel::correct(&mut view, &dumped, &leave);
+        Ok((corrected, dumped.keys().copied().collect()))
     }
 
-    /// Seeds the agent's view from the kernel: attached first, then a dump taken while no
-    /// object changed, so that an object is counted once whether it was created before the
-    /// programs were attached (only in the dump) or after (only in the events).
+    /// Seeds the agent's view from the kernel (the programs attached first): a process's
+    /// objects are counted once whether they were created before the programs were attached
+    /// (only in the dump) or after (only in the events).
     async fn seed(&mut self, agent: &Agent) {
-        let mut seeded = None;
-        for attempt in 1..=SEED_ATTEMPTS {
-            match self.quiet_dump(agent, true).await {
-                Ok((view, quiet)) => {
-                    seeded = Some((view, quiet));
-                    if quiet {
-                        break;
-                    }
-                    // Objects changed while it ran: take it again (those changes are in
-                    // the next one); the last one stays as a fallback.
-                    if attempt < SEED_ATTEMPTS {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "no RDMA resource dump; objects created before the agent started are not counted");
-                    return;
-                }
+        match self.resync(agent).await {
+            Ok((corrected, pids)) => {
+                tracing::info!(
+                    processes = pids.len(),
+                    corrected,
+                    "kernel view seeded from the RDMA resource dump"
+                );
+                agent.preexisting.lock().expect("preexisting").extend(pids);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no RDMA resource dump; objects created before the agent started are counted only once a dump succeeds");
             }
         }
-        let Some((view, quiet)) = seeded else { return };
-        if !quiet {
-            tracing::warn!(
-                "RDMA objects changed during every start-up dump; the view is checked again every 30 s"
-            );
-        }
-        let pids: Vec<u32> = view.keys().copied().collect();
-        tracing::info!(
-            processes = pids.len(),
-            quiet,
-            "kernel view seeded from the RDMA resource dump"
-        );
-        *agent.kernel.lock().expect("kernel view") = view;
-        agent.preexisting.lock().expect("preexisting").extend(pids);
     }
 
-    /// Applies kernel events to the agent's view until the process ends; every `RESYNC`,
-    /// replaces the view with a quiet dump if one can be had (an event ever lost — a full
-    /// ring buffer — or an object missed at start-up is corrected there).
+    /// Applies kernel events to the agent's view until the process ends; every `RESYNC`
+    /// (the first one sooner), corrects it from the kernel's dump (`resync`).
     pub async fn run(mut self, agent: Arc<Agent>) {
-        let mut resync = tokio::time::interval(RESYNC);
+        let mut resync =
+            tokio::time::interval_at(tokio::time::Instant::now() + FIRST_RESYNC, RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resync.tick().await;
         loop {
             tokio::select! {
                 ready = self.events.readable_mut() => {
@@ -219,18 +198,10 @@ impl Monitor {
                     }
                 }
                 _ = resync.tick() => {
-                    if let Ok((mut view, true)) = self.quiet_dump(&agent, false).await {
-                        let mut current = agent.kernel.lock().expect("kernel view");
-                        // The dump lists no pinned memory: keep what the events counted.
-                        for (pid, c) in view.iter_mut() {
-                            if let Some(now) = current.get(pid) {
-                                c.pinned = now.pinned;
-                            }
-                        }
-                        if *current != view {
-                            tracing::info!(processes = view.len(), "kernel view corrected from a quiet resource dump");
-                            *current = view;
-                        }
+                    match self.resync(&agent).await {
+                        Ok((0, _)) => {}
+                        Ok((corrected, _)) => tracing::info!(processes = corrected, "kernel view corrected from the resource dump"),
+                        Err(e) => tracing::debug!(error = %e, "resource dump failed"),
                     }
                 }
             }

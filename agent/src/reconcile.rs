@@ -13,7 +13,7 @@ use std::{
 
 use rdmaq_model::Amounts;
 
-use crate::{config::Backstop, node::Agent, tenant};
+use crate::{config::Backstop, kernel, node::Agent, tenant};
 
 const PERIOD: Duration = Duration::from_millis(250);
 
@@ -46,9 +46,34 @@ fn ids(pid: u32) -> Option<(u32, u32)> {
     Some((field("Uid:")?, field("Gid:")?))
 }
 
+/// Who a process in the kernel view is, resolved while it is alive: its objects may outlive
+/// it (a child holding its file after a fork), and stay its tenant's.
+#[derive(Debug, Clone)]
+struct Owner {
+    tenant: String,
+    cgroup: Option<String>,
+}
+
+fn resolve_owner(agent: &Agent, pid: u32) -> Owner {
+    let (uid, gid) = ids(pid).unwrap_or((u32::MAX, u32::MAX));
+    let cgroup = tenant::cgroup_of(pid);
+    let launcher = launcher_tenant(pid);
+    let peer = tenant::Peer {
+        uid,
+        gid,
+        cgroup: cgroup.as_deref(),
+        launcher: &launcher,
+    };
+    // A launcher name the rules refuse is not the process's to choose: it is charged to its
+    // rule's tenant (or the default) instead.
+    let tenant = tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer).tenant;
+    Owner { tenant, cgroup }
+}
+
 pub async fn run(agent: Arc<Agent>) {
     let mut reported: HashMap<u32, Amounts> = HashMap::new();
     let mut capped: HashSet<String> = HashSet::new();
+    let mut owners: HashMap<u32, Owner> = HashMap::new();
     let mut tick = tokio::time::interval(PERIOD);
     loop {
         tick.tick().await;
@@ -66,40 +91,33 @@ pub async fn run(agent: Arc<Agent>) {
                 e.0 = e.0.saturating_add(c.held);
             }
             for (pid, k) in &kernel {
-                let (held, tenant) = match by_pid.get(pid) {
-                    Some((held, tenant)) => (*held, Some(tenant.clone())),
-                    None => (Amounts::default(), None),
+                let held = match by_pid.get(pid) {
+                    Some((held, tenant)) => {
+                        // Connected: the agent decided its tenant at hello.
+                        owners.entry(*pid).or_insert_with(|| Owner {
+                            tenant: tenant.clone(),
+                            cgroup: tenant::cgroup_of(*pid),
+                        });
+                        *held
+                    }
+                    None => Amounts::default(),
                 };
-                let extra = Amounts {
-                    qp: k.qps,
-                    mr: k.mrs,
-                    mr_bytes: k.mr_bytes,
-                }
-                .saturating_sub(held);
-                if extra.qp > 0 || extra.mr > 0 {
-                    found.push((*pid, tenant, extra));
+                // Counts, MR bytes included: an MR bigger than what was admitted is as much
+                // an escape as an MR nobody admitted.
+                let extra = kernel::held(k).saturating_sub(held);
+                if !extra.is_zero() {
+                    found.push((*pid, extra));
                 }
             }
         }
+        owners.retain(|pid, _| kernel.contains_key(pid));
         let mut per_tenant: HashMap<String, Amounts> = HashMap::new();
-        for (pid, tenant, extra) in &found {
-            let tenant = match tenant {
-                Some(t) => t.clone(),
-                None => {
-                    let (uid, gid) = ids(*pid).unwrap_or((u32::MAX, u32::MAX));
-                    let cgroup = tenant::cgroup_of(*pid);
-                    let launcher = launcher_tenant(*pid);
-                    let peer = tenant::Peer {
-                        uid,
-                        gid,
-                        cgroup: cgroup.as_deref(),
-                        launcher: &launcher,
-                    };
-                    // A launcher name the rules refuse is not the process's to choose: it
-                    // is charged to its rule's tenant (or the default) instead.
-                    tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer).tenant
-                }
-            };
+        for (pid, extra) in &found {
+            let owner = owners
+                .entry(*pid)
+                .or_insert_with(|| resolve_owner(&agent, *pid))
+                .clone();
+            let tenant = owner.tenant;
             if reported.get(pid) != Some(extra) {
                 tracing::warn!(
                     pid,
@@ -122,13 +140,13 @@ pub async fn run(agent: Arc<Agent>) {
                         "held objects before this agent started: charged, not punished"
                     );
                 } else {
-                    backstop(&agent, *pid, &tenant, &mut capped);
+                    backstop(&agent, *pid, &tenant, owner.cgroup.as_deref(), &mut capped);
                 }
             }
             let e = per_tenant.entry(tenant).or_default();
             *e = e.saturating_add(*extra);
         }
-        reported.retain(|pid, _| found.iter().any(|(p, _, _)| p == pid));
+        reported.retain(|pid, _| found.iter().any(|(p, _)| p == pid));
         for tenant in per_tenant.keys() {
             agent.ensure_tenant(tenant).await;
         }
@@ -139,7 +157,15 @@ pub async fn run(agent: Arc<Agent>) {
     }
 }
 
-fn backstop(agent: &Agent, pid: u32, tenant: &str, capped: &mut HashSet<String>) {
+/// What the configured backstop does to process `pid` (alive, or gone while its objects
+/// live on in another process) of `tenant`, whose cgroup was `cgroup`.
+fn backstop(
+    agent: &Agent,
+    pid: u32,
+    tenant: &str,
+    cgroup: Option<&str>,
+    capped: &mut HashSet<String>,
+) {
     match agent.cfg.backstop {
         Backstop::Report => {}
         Backstop::Kill => {
@@ -150,7 +176,7 @@ fn backstop(agent: &Agent, pid: u32, tenant: &str, capped: &mut HashSet<String>)
             tracing::warn!(pid, tenant, result = ?r, "backstop: killed a process holding unadmitted RDMA objects");
         }
         Backstop::Cgroup => {
-            let Some(cgroup) = tenant::cgroup_of(pid) else {
+            let Some(cgroup) = cgroup.map(str::to_string) else {
                 return;
             };
             if cgroup == "/" || !capped.insert(cgroup.clone()) {

@@ -126,11 +126,22 @@ impl ClusterLab {
             if got == want {
                 return start.elapsed();
             }
-            assert!(
-                start.elapsed() < within,
-                "node{i} never got {want} QPs for {tenant} within {within:?}:\n{out}\n{}",
-                self.usage(tenant)
-            );
+            if start.elapsed() >= within {
+                let node_status = self
+                    .lab
+                    .node(i)
+                    .run(&format!(
+                        "{} node status --agent 127.0.0.1:9465 -o json; tail -20 /tmp/agent.log",
+                        bin("rdmaq").display()
+                    ))
+                    .map(|o| o.stdout)
+                    .unwrap_or_default();
+                panic!(
+                    "node{i} never got {want} QPs for {tenant} within {within:?}:\n{out}\n{}\n\
+                     node{i}'s agent:\n{node_status}",
+                    self.usage(tenant)
+                );
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }

@@ -60,3 +60,23 @@ pub fn metric(n: &Node, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
 }
+
+/// The agent's `/status` (`rdmaq node status -o json`), fetched inside the node.
+pub fn status(n: &Node) -> serde_json::Value {
+    let out = n
+        .run_ok(&format!(
+            "{} node status --agent {STATUS} -o json",
+            bins::bin("rdmaq").display()
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .stdout;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// One tenant's entry of the agent's `/status` (null if the agent has none).
+pub fn tenant_status(n: &Node, tenant: &str) -> serde_json::Value {
+    status(n)["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == tenant).cloned())
+        .unwrap_or_default()
+}

@@ -27,7 +27,7 @@ pub mod kind {
     pub const QP_DESTROY: u32 = 2;
     pub const MR_CREATE: u32 = 3;
     pub const MR_DESTROY: u32 = 4;
-    pub const PROCESS_EXIT: u32 = 5;
+    // 5 was PROCESS_EXIT: objects outlive their creator's exit, so it is never sent.
     /// User memory pinned (`ib_umem_get`): MR buffers, and on most hardware the QP and CQ
     /// buffers too.
     pub const UMEM_GET: u32 = 6;

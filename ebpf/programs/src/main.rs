@@ -1,7 +1,8 @@
 //! rdmaq's kernel-side monitor of RDMA object lifetimes (DESIGN.md, "Kernel monitor"):
 //! every user QP and MR the kernel creates or destroys, whichever path the command took
 //! (write() or ioctl), and the user memory pinned for them (umem), attributed to its
-//! process, counted per process and streamed to the agent. Struct offsets come from the agent (the running kernel's BTF) through `CONFIG`;
+//! process (the one that created it, also after it exits while the objects live on), counted
+//! per process and streamed to the agent. Struct offsets come from the agent (the running kernel's BTF) through `CONFIG`;
 //! destroys are paired with creates by object address, never by `current` (a destroy may
 //! run from another task's exit or close).
 #![no_std]
@@ -9,9 +10,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::{kprobe, kretprobe, map, tracepoint},
+    macros::{kprobe, kretprobe, map},
     maps::{Array, HashMap, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RetProbeContext},
 };
 use rdmaq_ebpf_common::{Counts, Event, MAX_OBJECTS, MAX_PROCESSES, RESTRACK_MR, config, kind};
 
@@ -56,6 +57,10 @@ fn emit(kind: u32, tgid: u32, ptr: u64, bytes: u64) {
     }
 }
 
+/// Adds to the live objects of their creator `tgid`. The entry lives exactly as long as it
+/// counts something: objects outlive their creator when another process holds its file
+/// (after a fork) or its main thread exited first, and they stay charged to it until they
+/// are destroyed, whoever destroys them.
 fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64, pinned: i64) {
     let mut c = PROCS.get_ptr(&tgid).map(|p| {
         // SAFETY: the pointer comes from a map lookup and is valid for this program run.
@@ -65,7 +70,11 @@ fn count(tgid: u32, qps: i64, mrs: i64, bytes: i64, pinned: i64) {
     c.mrs = (c.mrs as i64 + mrs).max(0) as u64;
     c.mr_bytes = (c.mr_bytes as i64 + bytes).max(0) as u64;
     c.pinned = (c.pinned as i64 + pinned).max(0) as u64;
-    let _ = PROCS.insert(&tgid, &c, 0);
+    if c == Counts::default() {
+        let _ = PROCS.remove(&tgid);
+    } else {
+        let _ = PROCS.insert(&tgid, &c, 0);
+    }
 }
 
 const LOW48: u64 = (1 << 48) - 1;
@@ -198,23 +207,6 @@ pub fn mr_destroy(ctx: ProbeContext) -> u32 {
     };
     count(owner, 0, -1, -(length as i64), 0);
     emit(kind::MR_DESTROY, owner, ptr, length);
-    0
-}
-
-/// `sched:sched_process_exit`: the process is gone; its objects were destroyed (and
-/// counted down) on the way, so only the empty entry remains to drop.
-#[tracepoint]
-pub fn process_exit(_ctx: TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    // Only the last thread (the thread-group leader's pid == tgid) ends the process.
-    if (id >> 32) as u32 != id as u32 {
-        return 0;
-    }
-    let owner = (id >> 32) as u32;
-    if PROCS.get_ptr(&owner).is_some() {
-        let _ = PROCS.remove(&owner);
-        emit(kind::PROCESS_EXIT, owner, 0, 0);
-    }
     0
 }
 

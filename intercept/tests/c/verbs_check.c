@@ -11,9 +11,15 @@
  *   verbs_check fork                  QPs in a parent and a forked child
  *   verbs_check rereg BYTES NEW EXTRA register an MR of BYTES, re-register it on a NEW-byte
  *                                     buffer (ibv_rereg_mr), then register one of EXTRA
+ *   verbs_check orphan N SECONDS      create N QPs, fork a child that holds them SECONDS, and
+ *                                     exit (the objects outlive their creator)
+ *   verbs_check lonely N SECONDS      create N QPs, then the main thread exits (pthread_exit)
+ *                                     while another thread holds the process SECONDS
+ *   verbs_check churn SECONDS BYTES   register and deregister an MR of BYTES in a loop
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <infiniband/verbs.h>
 #include <pthread.h>
@@ -23,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct ibv_context *ctx;
@@ -191,6 +198,57 @@ static int cmd_rereg(char **argv) {
 	return 0;
 }
 
+static int cmd_orphan(char **argv) {
+	int n = atoi(argv[2]);
+	struct ibv_qp **qps = calloc(n, sizeof(*qps));
+	create_qps(n, 0, qps);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* The child holds the device file, and with it the parent's QPs (and nothing the
+		 * caller waits on: its output goes nowhere). */
+		setsid();
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		sleep(atoi(argv[3]));
+		_exit(0);
+	}
+	printf("child %d\n", pid);
+	return 0;
+}
+
+static void *sleeper(void *secs) {
+	sleep((unsigned)(uintptr_t)secs);
+	exit(0);
+}
+
+static int cmd_lonely(char **argv) {
+	int n = atoi(argv[2]);
+	struct ibv_qp **qps = calloc(n, sizeof(*qps));
+	create_qps(n, 0, qps);
+	fflush(stdout);
+	pthread_t t;
+	pthread_create(&t, NULL, sleeper, (void *)(uintptr_t)atoi(argv[3]));
+	pthread_exit(NULL);
+}
+
+static int cmd_churn(char **argv) {
+	int secs = atoi(argv[2]);
+	size_t bytes = strtoull(argv[3], NULL, 0);
+	void *buf = buffer(bytes);
+	long cycles = 0;
+	time_t end = time(NULL) + secs;
+	while (time(NULL) < end) {
+		struct ibv_mr *mr = ibv_reg_mr(pd, buf, bytes, IBV_ACCESS_LOCAL_WRITE);
+		if (mr && !ibv_dereg_mr(mr))
+			cycles++;
+	}
+	printf("cycles %ld\n", cycles);
+	return 0;
+}
+
 static int cmd_hold(char **argv) {
 	int n = atoi(argv[2]);
 	struct ibv_qp **qps = calloc(n, sizeof(*qps));
@@ -278,6 +336,12 @@ int main(int argc, char **argv) {
 		return cmd_fork();
 	if (!strcmp(argv[1], "rereg") && argc > 4)
 		return cmd_rereg(argv);
+	if (!strcmp(argv[1], "orphan") && argc > 3)
+		return cmd_orphan(argv);
+	if (!strcmp(argv[1], "lonely") && argc > 3)
+		return cmd_lonely(argv);
+	if (!strcmp(argv[1], "churn") && argc > 3)
+		return cmd_churn(argv);
 	fprintf(stderr, "unknown command\n");
 	return 2;
 }
