@@ -13,9 +13,11 @@ pub enum Level {
     Error,
 }
 
+/// What to do when what enforces a cap (the agent, the host table) is unavailable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentFailure {
-    /// Fall back to the standalone limits.
+pub enum Failure {
+    /// Go on without it (the agent: under the standalone limits; the host table: without
+    /// the host-wide cap), said once in the log.
     Open,
     /// Refuse with EAGAIN.
     Closed,
@@ -43,15 +45,19 @@ pub struct Config {
     pub log_level: Level,
     /// `RDMA_INTERCEPT_LOG_FILE_PATH` (default /tmp/rdma_intercept.log).
     pub log_path: PathBuf,
-    /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp.v3): the host-wide QP table.
+    /// `RDMAQ_HOST_STATE` (default /dev/shm/rdmaq-host-qp.v4): the directory of the
+    /// host-wide QP tables.
     pub host_state: PathBuf,
+    /// `RDMAQ_HOST_TABLE_FAILURE` = open (default) | closed: when the host tables cannot be
+    /// used, run without the host-wide cap, or refuse QPs.
+    pub host_table_failure: Failure,
     /// `RDMAQ_AGENT_SOCKET` (default /run/rdmaq/agent.sock): agent mode when it exists.
     pub agent_socket: PathBuf,
     /// `RDMAQ_AGENT_MODE_FILE` (default /run/rdmaq/agent-mode): the node's agent-mode
     /// marker, written by the agent; a socket it lists is never "no agent here".
     pub agent_mode_file: PathBuf,
     /// `RDMAQ_AGENT_FAILURE` = closed (default) | open.
-    pub agent_failure: AgentFailure,
+    pub agent_failure: Failure,
     /// `RDMAQ_TENANT`: the launcher's tenant (`rdmaq exec --tenant`), if the agent allows it.
     pub launcher_tenant: String,
     /// `RDMAQ_AGENT_TIMEOUT_MS` (default 2000): per round trip to the agent (which may
@@ -129,8 +135,12 @@ impl Config {
                 .unwrap_or_else(|| "/tmp/rdma_intercept.log".into())
                 .into(),
             host_state: var("RDMAQ_HOST_STATE")
-                .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp.v3".into())
+                .unwrap_or_else(|| "/dev/shm/rdmaq-host-qp.v4".into())
                 .into(),
+            host_table_failure: match var("RDMAQ_HOST_TABLE_FAILURE").as_deref() {
+                Some("closed") => Failure::Closed,
+                _ => Failure::Open,
+            },
             agent_socket: var("RDMAQ_AGENT_SOCKET")
                 .unwrap_or_else(|| "/run/rdmaq/agent.sock".into())
                 .into(),
@@ -139,8 +149,8 @@ impl Config {
                 .into(),
             // A quota must hold while its agent is unreachable: closed unless asked otherwise.
             agent_failure: match var("RDMAQ_AGENT_FAILURE").as_deref() {
-                Some("open") => AgentFailure::Open,
-                _ => AgentFailure::Closed,
+                Some("open") => Failure::Open,
+                _ => Failure::Closed,
             },
             launcher_tenant: var("RDMAQ_TENANT").unwrap_or_default(),
             agent_timeout_ms: num("RDMAQ_AGENT_TIMEOUT_MS", 2000),

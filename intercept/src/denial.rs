@@ -17,13 +17,17 @@ pub enum Denial {
         reason: String,
     },
     AgentUnavailable,
+    /// The host QP tables cannot be used and the policy is closed.
+    HostTableUnavailable,
 }
 
 impl Denial {
     pub fn errno(&self) -> c_int {
         match self {
             Denial::Quota { .. } => libc::EDQUOT,
-            Denial::Rate { .. } | Denial::AgentUnavailable => libc::EAGAIN,
+            Denial::Rate { .. } | Denial::AgentUnavailable | Denial::HostTableUnavailable => {
+                libc::EAGAIN
+            }
             Denial::Policy { .. } => libc::EPERM,
         }
     }
@@ -51,6 +55,10 @@ impl std::fmt::Display for Denial {
                     "denied: the rdmaq agent is unreachable and the policy is fail-closed (EAGAIN)"
                 )
             }
+            Denial::HostTableUnavailable => write!(
+                f,
+                "qp denied: the host QP table is unavailable and RDMAQ_HOST_TABLE_FAILURE=closed (EAGAIN)"
+            ),
         }
     }
 }

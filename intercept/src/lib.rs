@@ -44,6 +44,27 @@ pub mod bench {
         !qp.is_null()
     }
 
+    /// Admits `n` QPs as `ibv_create_qp` would (standing in for QPs `first..first + n`) and
+    /// keeps them: how many the caps let through. For tests of the host-wide cap across
+    /// processes and users, which need no RDMA device.
+    pub fn hold_qps(first: usize, n: usize) -> usize {
+        (first..first + n)
+            .filter(|&id| {
+                let mut cap = crate::ffi::IbvQpCap {
+                    max_send_wr: 1,
+                    max_recv_wr: 1,
+                    max_send_sge: 1,
+                    max_recv_sge: 1,
+                    max_inline_data: 0,
+                };
+                !crate::verbs::admit_and_create_qp(&mut cap, rdmaq_model::qpt::RC, || {
+                    id as *mut c_void
+                })
+                .is_null()
+            })
+            .count()
+    }
+
     /// One MR registration of `bytes` and its deregistration.
     pub fn mr_cycle(id: usize, bytes: u64) -> bool {
         let mr = crate::verbs::admit_and_register_mr(bytes, || id as *mut c_void);

@@ -16,7 +16,7 @@ use rdmaq_proto::intercept::{self as msg, request};
 
 use crate::{
     agent_conn::{AgentLink, Mode},
-    config::{AgentFailure, Config},
+    config::{Config, Failure},
     denial::Denial,
     ffi::IbvQpCap,
     log::log_at,
@@ -133,8 +133,8 @@ impl Process {
             Mode::Standalone => Ok(false),
             Mode::Refused(reason) => Err(Denial::Policy { reason }),
             Mode::AgentDown => match self.cfg.agent_failure {
-                AgentFailure::Open => Ok(false),
-                AgentFailure::Closed => Err(Denial::AgentUnavailable),
+                Failure::Open => Ok(false),
+                Failure::Closed => Err(Denial::AgentUnavailable),
             },
         }
     }

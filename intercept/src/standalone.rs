@@ -5,7 +5,7 @@
 use rdmaq_model::{Amounts, Limits, Resource};
 
 use crate::{
-    config::Config,
+    config::{Config, Failure},
     denial::Denial,
     host::{HostTable, Reserve},
     log::log_at,
@@ -56,34 +56,38 @@ pub fn check_bytes(limits: &Limits, held_bytes: u64, growth: u64) -> Result<(), 
     Ok(())
 }
 
-/// The host-wide QP cap, through the table shared by every process on the host.
+/// The host-wide QP cap, through the tables shared by every process on the host (host.rs).
+/// The tables are opened once per process; if they cannot be used, the program is told once
+/// in the log and `RDMAQ_HOST_TABLE_FAILURE` decides: without the host cap, or EAGAIN.
 #[derive(Default)]
 pub struct HostCap {
     table: Option<HostTable>,
+    /// The tables could not be opened: not tried again by this process.
+    unavailable: bool,
+    /// The program was told the host cap is not applied (or refuses).
+    told: bool,
 }
 
 impl HostCap {
     /// Reserves a QP on the host; `Ok(true)` if the process now holds a slot for it (to be
-    /// given back with `release`), `Ok(false)` if the host cap could not be applied.
+    /// given back with `release`), `Ok(false)` if there is no host cap, or it could not be
+    /// applied and the policy is open.
     pub fn reserve(&mut self, cfg: &Config) -> Result<bool, Denial> {
         let Some(limit) = cfg.limits.per_node.qp else {
             return Ok(false);
         };
-        if self.table.is_none() {
+        if self.table.is_none() && !self.unavailable {
             match HostTable::open(&cfg.host_state) {
                 Ok(t) => self.table = Some(t),
                 Err(e) => {
-                    log_at!(
-                        cfg,
-                        Warn,
-                        "host QP table {} unavailable ({e}); host-wide cap not enforced",
-                        cfg.host_state.display()
-                    );
-                    return Ok(false);
+                    self.unavailable = true;
+                    return self.without_table(cfg, &e);
                 }
             }
         }
-        let table = self.table.as_ref().expect("opened above");
+        let Some(table) = &self.table else {
+            return self.without_table(cfg, &"unavailable");
+        };
         match table.add(1, limit) {
             Ok(Reserve::Granted) => Ok(true),
             Ok(Reserve::Full { used, limit }) => Err(Denial::Quota {
@@ -92,10 +96,31 @@ impl HostCap {
                 used,
                 limit,
             }),
-            Err(e) => {
-                log_at!(cfg, Warn, "host QP table: {e}; host-wide cap not enforced");
-                Ok(false)
-            }
+            Err(e) => self.without_table(cfg, &e),
+        }
+    }
+
+    /// The policy when the host tables cannot be used (said once).
+    fn without_table(&mut self, cfg: &Config, why: &dyn std::fmt::Display) -> Result<bool, Denial> {
+        let closed = cfg.host_table_failure == Failure::Closed;
+        if !std::mem::replace(&mut self.told, true) {
+            log_at!(
+                cfg,
+                Warn,
+                "host QP tables in {} unusable ({why}): {} (RDMAQ_HOST_TABLE_FAILURE={})",
+                cfg.host_state.display(),
+                if closed {
+                    "QPs are refused"
+                } else {
+                    "the host-wide QP cap is not applied"
+                },
+                if closed { "closed" } else { "open" }
+            );
+        }
+        if closed {
+            Err(Denial::HostTableUnavailable)
+        } else {
+            Ok(false)
         }
     }
 

@@ -503,3 +503,220 @@ fn quota_shape_and_rate_limits_reach_programs_through_the_agent() {
     assert!((2..=4).contains(&registered), "{out}");
     assert!(line(&out, "first_errno").starts_with("11 "), "{out}");
 }
+
+/// Waits (up to `secs`) until the agent charges `tenant` with `qps` QPs nobody admitted;
+/// the last value seen.
+fn unadmitted_qps_reach(n: &Node, tenant: &str, qps: u64, secs: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let seen = node_agent::tenant_status(n, tenant)["unadmitted"]["qp"]
+            .as_u64()
+            .unwrap_or(0);
+        if seen == qps || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Starts the agent with its eBPF monitor and waits until it is attached.
+fn agent_with_monitor<'a>(n: &'a Node, config: &str) -> rdmaq_lab::Pending<'a> {
+    let agent = node_agent::start(n, config, "");
+    n.run_ok(
+        "for t in $(seq 150); do grep -q 'kernel view seeded' /tmp/agent.log && break; sleep 0.1; done; \
+         grep -q 'kernel view seeded' /tmp/agent.log || cat /tmp/agent.log",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    agent
+}
+
+/// The eBPF backstop used to drop a process's objects from its view when the process's
+/// thread-group leader exited: a program that forks and exits its parent (the child keeps
+/// the device file, and the QPs with it), or whose main thread calls `pthread_exit` while
+/// other threads go on, held objects nobody was charged for. Objects now stay charged to
+/// their creator's tenant until they are destroyed, whoever destroys them.
+#[test]
+fn objects_outliving_their_creator_stay_charged_and_capped() {
+    rdmaq_lab::require_lab!();
+    let lab = Lab::start(&LabSpec::new(1, Kernel::from_env())).unwrap_or_else(|e| panic!("{e}"));
+    let n = lab.node(1);
+    let _agent = agent_with_monitor(
+        n,
+        "default_tenant = \"t1\"\n[[rules]]\nuid = 0\ntenant = \"t1\"\n[tenants.t1]\nmax_qp = 10",
+    );
+    let check = programs::verbs_check().display().to_string();
+    // Without the library: 3 QPs, then the parent exits and a child holds them.
+    let out = n.run_ok(&format!("{check} orphan 3 120")).unwrap().stdout;
+    assert_eq!(created(&out), 3, "{out}");
+    n.run_ok("sleep 1").unwrap();
+    // (The kernel lists them without a pid now: their creator is gone.)
+    assert!(
+        n.run_ok("rdma resource show qp | grep -c 'type RC'")
+            .is_ok_and(|o| o.stdout.trim() == "3"),
+        "the kernel should still hold the 3 QPs"
+    );
+    assert_eq!(
+        unadmitted_qps_reach(n, "t1", 3, 5),
+        3,
+        "{}",
+        node_agent::status(n)
+    );
+    // Main thread exits, another thread holds the process and 2 more QPs.
+    let lonely = n.spawn(&format!("{check} lonely 2 120 > /tmp/lonely.out 2>&1"));
+    n.run_ok("for t in $(seq 100); do grep -q created /tmp/lonely.out && break; sleep 0.1; done; sleep 1")
+        .unwrap();
+    assert_eq!(
+        unadmitted_qps_reach(n, "t1", 5, 5),
+        5,
+        "{}",
+        node_agent::status(n)
+    );
+    // Charged means capped: a program under the library gets what is left of 10.
+    let out = under_library(n, &format!("RDMAQ_AGENT_SOCKET={SOCKET}"), "qps 10");
+    assert_eq!(created(&out), 5, "{out}");
+    lonely.kill();
+    n.run_ok("pkill -f '[v]erbs_check orphan'; true").unwrap();
+}
+
+/// The agent's view of the kernel used to be corrected (and, at start-up, seeded) only
+/// from a resource dump during which no object changed anywhere: one program registering
+/// and deregistering MRs in a loop kept it from ever being corrected. It is now corrected
+/// process by process: a program that bypassed the library before the agent (re)started is
+/// charged at once, however busy the others are.
+#[test]
+fn a_busy_neighbour_does_not_keep_bypassers_uncharged() {
+    rdmaq_lab::require_lab!();
+    let lab = Lab::start(&LabSpec::new(1, Kernel::from_env())).unwrap_or_else(|e| panic!("{e}"));
+    let n = lab.node(1);
+    let config = "default_tenant = \"t1\"\n[[rules]]\nuid = 0\ntenant = \"t1\"\n[tenants.t1]\nmax_qp = 10\nmax_mr = 100";
+    let first = agent_with_monitor(n, config);
+    let check = programs::verbs_check().display().to_string();
+    // A program under the library churning MRs, and one bypassing it holding 3 QPs.
+    let churn = n.spawn(&format!(
+        "env LD_PRELOAD={} RDMAQ_AGENT_SOCKET={SOCKET} {check} churn 120 4096 > /dev/null 2>&1",
+        bins::bin("librdmaq_intercept.so").display()
+    ));
+    let bypass = n.spawn(&format!("{check} hold 3 120 > /tmp/bypass.out 2>&1"));
+    n.run_ok("for t in $(seq 100); do grep -q created /tmp/bypass.out && break; sleep 0.1; done")
+        .unwrap();
+    assert_eq!(unadmitted_qps_reach(n, "t1", 3, 5), 3);
+    // The agent restarts while both go on: the bypasser is charged again from the dump.
+    first.kill();
+    n.run_ok(&format!("sleep 0.5; rm -f {SOCKET}; : > /tmp/agent.log"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let _second = agent_with_monitor(n, config);
+    let seeded = started.elapsed();
+    assert_eq!(
+        unadmitted_qps_reach(n, "t1", 3, 2),
+        3,
+        "{}",
+        node_agent::status(n)
+    );
+    assert!(
+        n.run_ok("grep 'kernel view seeded' /tmp/agent.log").is_ok(),
+        "seeded after {seeded:?}"
+    );
+    churn.kill();
+    bypass.kill();
+}
+
+/// A user's attack on the standalone host tables, as uid 65534: truncate and rewrite its
+/// own table with a slot naming pid 1 with a million QPs, try to take root's lock, and hold
+/// a lock on root's table. Prints what it could do.
+const TABLE_ATTACK: &str = r#"
+import fcntl, os, struct, sys, time
+d = sys.argv[1]
+mine = os.path.join(d, "uid-%d" % os.getuid())
+with open(mine, "r+b") as f:
+    f.truncate(0)
+    table = b"RDMAQHT4" + struct.pack("<I", 1) + b"\0" * 4
+    table += struct.pack("<IIQQ", 1, 1000000, 1, 1)
+    f.write(table + b"\0" * (16 + 4096 * 24 - len(table)))
+try:
+    open(os.path.join(d, "uid-0.lock"), "rb")
+    print("root's lock: opened", flush=True)
+except PermissionError:
+    print("root's lock: refused", flush=True)
+held = open(os.path.join(d, "uid-0"), "rb")
+fcntl.flock(held, fcntl.LOCK_EX)
+print("holding root's table", flush=True)
+time.sleep(float(sys.argv[2]))
+"#;
+
+/// The standalone host table used to be one file in /dev/shm that every user could write:
+/// one could hang every process at its first QP (holding its lock), crash them (truncating
+/// it under their mapping: SIGBUS), or deny everyone (a slot of pid 1 with a huge count).
+/// Each user now writes only its own table (0644, its lock 0600), reads the others with
+/// pread, and counts another user's slots only for live processes of that user.
+#[test]
+fn the_standalone_host_cap_holds_across_users_who_do_not_trust_each_other() {
+    let dir = std::env::temp_dir().join(format!("rdmaq-host-users-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let holder = bins::bin("host-qp-holder");
+    let env = |c: &mut Command| {
+        c.env("RDMAQ_HOST_STATE", &dir)
+            .env("RDMA_INTERCEPT_ENABLE_QP_CONTROL", "1")
+            .env("RDMA_INTERCEPT_MAX_GLOBAL_QP", "5")
+            .env("RDMAQ_AGENT_SOCKET", "/nonexistent/rdmaq.sock")
+            .env("RDMAQ_HOST_TABLE_FAILURE", "closed")
+            .env("RDMA_INTERCEPT_LOG_FILE_PATH", "/dev/null");
+    };
+    let granted = |out: &std::process::Output| -> usize {
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("granted ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out:?}"))
+    };
+    // root holds 3 of the host's 5 (and makes the shared, sticky directory).
+    let mut c = Command::new(&holder);
+    c.args(["3", "120"]).stdout(Stdio::piped());
+    env(&mut c);
+    let mut root_holder = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(root_holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "granted 3");
+    // Another user gets what is left: the cap is the host's, across users.
+    let mut c = as_nobody(&holder.display().to_string());
+    c.args(["5", "0"]);
+    env(&mut c);
+    assert_eq!(granted(&c.output().unwrap()), 2);
+    // That user attacks the tables.
+    let mut attack = as_nobody("/usr/bin/python3");
+    attack
+        .args(["-c", TABLE_ATTACK])
+        .arg(&dir)
+        .arg("60")
+        .stdout(Stdio::piped());
+    let mut attack = attack.spawn().unwrap();
+    let mut said = BufReader::new(attack.stdout.take().unwrap());
+    let mut first = String::new();
+    said.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "root's lock: refused");
+    let mut second = String::new();
+    said.read_line(&mut second).unwrap();
+    assert_eq!(second.trim(), "holding root's table");
+    // root's programs go on: no hang, no crash, and the fake slot (pid 1 is not that
+    // user's) does not count. root had 3, frees them with its holder, and a new program
+    // gets the host's 5 minus the other user's 0 live QPs.
+    let mut c = Command::new(&holder);
+    c.args(["5", "0"]);
+    env(&mut c);
+    let started = std::time::Instant::now();
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(granted(&out), 2, "root still holds 3 of 5");
+    assert!(started.elapsed() < Duration::from_secs(10), "it hung");
+    let _ = root_holder.kill();
+    let _ = root_holder.wait();
+    let mut c = Command::new(&holder);
+    c.args(["5", "0"]);
+    env(&mut c);
+    assert_eq!(granted(&c.output().unwrap()), 5);
+    let _ = attack.kill();
+    let _ = attack.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
