@@ -29,7 +29,11 @@ pub async fn run(agent: Arc<Agent>) {
                     agent.ensure_tenant(&a.tenant).await;
                     let mut ledger = agent.ledger();
                     if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
-                        t.take_in(Amounts::from_pb(a.allotted), Amounts::from_pb(a.reclaim));
+                        t.take_in(
+                            Amounts::from_pb(a.allotted),
+                            Amounts::from_pb(a.reclaim),
+                            a.as_of,
+                        );
                         t.lease_valid_until = Some(deadline);
                     }
                 }
@@ -53,13 +57,13 @@ pub async fn run(agent: Arc<Agent>) {
 
 async fn heartbeat(agent: &Agent) {
     let Some(c) = &agent.coordinator else { return };
-    // Each tenant's use, and its acquisition/release count at sending time.
+    // Each tenant's use, and its release count at sending time.
     let (reports, ops): (Vec<(String, Amounts)>, HashMap<String, u64>) = agent
         .ledger()
         .tenants
         .iter()
         .filter(|(_, t)| t.budget_from == BudgetFrom::Lease)
-        .map(|(n, t)| ((n.clone(), t.charged()), (n.clone(), t.allotment_ops)))
+        .map(|(n, t)| ((n.clone(), t.charged()), (n.clone(), t.release_ops)))
         .unzip();
     let sent = Instant::now();
     match c.heartbeat(reports).await {
@@ -74,12 +78,17 @@ async fn heartbeat(agent: &Agent) {
                 let mut ledger = agent.ledger();
                 for a in &r.allotments {
                     if let Some(t) = ledger.tenants.get_mut(&a.tenant) {
-                        // The coordinator's view is current unless this agent acquired or
-                        // released meanwhile (then that reply carried a newer one).
-                        let quiet = ops.get(&a.tenant) == Some(&t.allotment_ops)
-                            && t.allotment_ops % 2 == 0;
+                        // Taken in unless a release started or ended meanwhile (the view
+                        // may predate it: the agent lowered its allotment before releasing),
+                        // or a newer view (an acquisition's reply) was taken in already.
+                        let quiet =
+                            ops.get(&a.tenant) == Some(&t.release_ops) && t.release_ops % 2 == 0;
                         if quiet {
-                            t.take_in(Amounts::from_pb(a.allotted), Amounts::from_pb(a.reclaim));
+                            t.take_in(
+                                Amounts::from_pb(a.allotted),
+                                Amounts::from_pb(a.reclaim),
+                                a.as_of,
+                            );
                         }
                         if a.quota_version != t.quota_version {
                             stale.push(a.tenant.clone());
@@ -120,7 +129,7 @@ async fn give_back(agent: &Agent) {
         // Lower the local allotment first: never admit from budget being returned.
         {
             let mut ledger = agent.ledger();
-            ledger.allotment_op(&tenant);
+            ledger.release_op(&tenant);
             let Some(t) = ledger.tenants.get_mut(&tenant) else {
                 continue;
             };
@@ -129,13 +138,17 @@ async fn give_back(agent: &Agent) {
         }
         let reply = c.release(&tenant, amounts).await;
         let mut ledger = agent.ledger();
-        ledger.allotment_op(&tenant);
+        ledger.release_op(&tenant);
         match reply {
             Ok(r) => {
                 if let Some(a) = r.allotment
                     && let Some(t) = ledger.tenants.get_mut(&tenant)
                 {
-                    t.take_in(Amounts::from_pb(a.allotted), Amounts::from_pb(a.reclaim));
+                    t.take_in(
+                        Amounts::from_pb(a.allotted),
+                        Amounts::from_pb(a.reclaim),
+                        a.as_of,
+                    );
                 }
                 tracing::debug!(tenant, ?amounts, "released surplus");
             }

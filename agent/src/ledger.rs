@@ -30,10 +30,14 @@ pub struct Tenant {
     /// Part of the allotment the coordinator asked back (a cap was lowered): not admitted
     /// from, and released as soon as it is not in use.
     pub owed: Amounts,
-    /// Acquisitions and releases started plus those finished: odd while one is in flight.
-    /// A heartbeat reply takes in the coordinator's allotment only if this did not change
-    /// while it was on the way (otherwise the reply may predate that change).
-    pub allotment_ops: u64,
+    /// Where in the coordinator's log the view of the allotment taken in was taken: an
+    /// older view (a reply that arrives late) is never taken in over a newer one.
+    pub allotment_as_of: u64,
+    /// Releases started plus those finished: odd while one is in flight. The node lowers
+    /// its allotment before it releases, so a heartbeat reply may take in the coordinator's
+    /// view only if no release started or ended while it was on the way (it may predate the
+    /// release, and would raise the allotment back).
+    pub release_ops: u64,
     /// Tokens held by processes through the library.
     pub used: Amounts,
     /// Objects the kernel shows for this tenant that the library never admitted.
@@ -62,7 +66,8 @@ impl Tenant {
                 BudgetFrom::Lease => Amounts::ZERO,
             },
             owed: Amounts::ZERO,
-            allotment_ops: 0,
+            allotment_as_of: 0,
+            release_ops: 0,
             limits,
             quota_version: 0,
             budget_from,
@@ -80,12 +85,17 @@ impl Tenant {
         }
     }
 
-    /// Takes in the coordinator's view of this node's allotment: from the reply to this
-    /// agent's own acquisition or release, or from a heartbeat reply during which neither
-    /// was under way.
-    pub fn take_in(&mut self, allotted: Amounts, reclaim: Amounts) {
+    /// Takes in the coordinator's view of this node's allotment, taken at `as_of` in its
+    /// log, unless a newer one was taken in already. (A view of 0 is from a coordinator that
+    /// does not say: taken as it comes.)
+    pub fn take_in(&mut self, allotted: Amounts, reclaim: Amounts, as_of: u64) -> bool {
+        if as_of != 0 && as_of < self.allotment_as_of {
+            return false;
+        }
+        self.allotment_as_of = as_of;
         self.allotment = allotted;
         self.owed = reclaim.min(allotted);
+        true
     }
 
     /// Takes in the tenant's quota (version `version`) from the coordinator.
@@ -202,10 +212,10 @@ const CHUNK_MR: u64 = 16;
 const CHUNK_BYTES: u64 = 256 << 20;
 
 impl Ledger {
-    /// Marks the start or the end of an acquisition or release for `tenant`.
-    pub fn allotment_op(&mut self, tenant: &str) {
+    /// Marks the start or the end of a release for `tenant`.
+    pub fn release_op(&mut self, tenant: &str) {
         if let Some(t) = self.tenants.get_mut(tenant) {
-            t.allotment_ops += 1;
+            t.release_ops += 1;
         }
     }
 
@@ -921,7 +931,7 @@ mod tests {
         };
         let mut l = ledger(Limits::NONE, BudgetFrom::Lease);
         let t = l.tenants.get_mut("t").unwrap();
-        t.take_in(qps(6), qps(4));
+        t.take_in(qps(6), qps(4), 1);
         t.lease_valid_until = Some(now + Duration::from_secs(10));
         // 6 allotted, 4 of them asked back: 2 may be admitted, and nothing is free to return.
         assert_eq!(
@@ -951,11 +961,23 @@ mod tests {
         );
         // Once use falls, more of what is asked back becomes free, never more than asked.
         l.disconnect(1);
-        l.tenants.get_mut("t").unwrap().take_in(qps(6), qps(5));
+        l.tenants.get_mut("t").unwrap().take_in(qps(6), qps(5), 2);
         assert_eq!(
             l.surplus(now, Duration::from_secs(5)),
             vec![("t".to_string(), qps(5))]
         );
+    }
+
+    #[test]
+    fn a_late_view_of_the_allotment_never_replaces_a_newer_one() {
+        let mut t = Tenant::new(Limits::NONE, BudgetFrom::Lease);
+        // A grant's reply (as of 20), then a heartbeat reply computed before it (as of 12).
+        assert!(t.take_in(Amounts::qps(8), Amounts::qps(0), 20));
+        assert!(!t.take_in(Amounts::qps(2), Amounts::qps(0), 12));
+        assert_eq!(t.allotment, Amounts::qps(8));
+        // A later heartbeat brings what a lost reply did not.
+        assert!(t.take_in(Amounts::qps(10), Amounts::qps(1), 31));
+        assert_eq!((t.allotment, t.owed), (Amounts::qps(10), Amounts::qps(1)));
     }
 
     #[test]
@@ -1045,7 +1067,7 @@ mod properties {
                     }
                     Op::Release(c, n) => l.release(c, Resource::Qp, n, 0),
                     Op::Disconnect(c) => { l.disconnect(c); }
-                    Op::TakeIn(a, r) => l.tenants.get_mut("t").unwrap().take_in(qps(a), qps(r)),
+                    Op::TakeIn(a, r) => { l.tenants.get_mut("t").unwrap().take_in(qps(a), qps(r), 0); }
                     Op::Unadmitted(u) => l.tenants.get_mut("t").unwrap().unadmitted = qps(u),
                 }
                 let t = &l.tenants["t"];

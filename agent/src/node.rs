@@ -227,21 +227,22 @@ impl Agent {
             return;
         };
         let sent = Instant::now();
-        self.ledger().allotment_op(tenant);
         let reply = c.acquire(tenant, want, min).await;
         // A reply lost on the way (a timeout after the grant was applied) leaves budget
-        // allotted here that this agent does not know of: the next heartbeat reply, sent
-        // after this point, brings it in.
+        // allotted here that this agent does not know of: the next heartbeat reply brings it
+        // in (its view is newer than any this agent took in).
         let mut ledger = self.ledger();
-        ledger.allotment_op(tenant);
         match reply {
             Ok(r) => {
                 let granted = Amounts::from_pb(r.granted);
-                let allotted = Amounts::from_pb(r.allotment.as_ref().and_then(|a| a.allotted));
-                let reclaim = Amounts::from_pb(r.allotment.and_then(|a| a.reclaim));
+                let view = r.allotment.unwrap_or_default();
+                let (allotted, reclaim) = (
+                    Amounts::from_pb(view.allotted),
+                    Amounts::from_pb(view.reclaim),
+                );
                 let ttl = *self.lease_ttl.lock().expect("ttl");
                 if let Some(t) = ledger.tenants.get_mut(tenant) {
-                    t.take_in(allotted, reclaim);
+                    t.take_in(allotted, reclaim, view.as_of);
                     t.lease_valid_until = Some(self.lease_deadline(sent, ttl));
                     if let Some(q) = &r.quota {
                         t.take_quota(Limits::of_quota(q), q.version);

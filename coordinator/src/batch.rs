@@ -4,10 +4,7 @@
 //! the entry is written on the leader, or forwarded to it from a follower. A few batches may
 //! be in flight at once, so that the log stays busy while earlier batches commit.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -15,21 +12,17 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::{
     Error,
     forward::{ForwardReply, Forwarded, Forwarder, unexpected},
-    raft::{Raft, with_quorum},
+    lease_clock::LeaseClock,
+    raft::{Raft, store::SharedState, with_quorum},
     state::{Command, LeasePolicy, Proposal, Reply, Request},
 };
-
-/// This member's wall clock, which stamps the entries it writes as the leader.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Writes proposals to the log as one entry.
 pub struct Writer {
     pub raft: Raft,
+    /// What this member has applied (the lease clock's reading when a term begins).
+    pub applied: SharedState,
+    pub clock: std::sync::Mutex<LeaseClock>,
     pub policy: LeasePolicy,
     /// How long a write may wait for a quorum before it fails as unavailable.
     pub quorum_timeout: Duration,
@@ -37,14 +30,27 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Writes `proposals` as one log entry stamped with this member's clock; on a follower,
-    /// the leader does it (and stamps its own).
-    pub async fn write(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
-        let request = Request {
-            now_ms: now_ms(),
+    /// An entry of `proposals`, stamped by this member's lease clock (see lease_clock.rs).
+    fn entry(&self, proposals: Vec<Proposal>) -> Request {
+        let term = self.raft.metrics().borrow().current_term;
+        let state_ms = self.applied.read().expect("state lock").state.now_ms;
+        let stamp = self
+            .clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stamp(term, state_ms);
+        Request {
+            now_ms: stamp.now_ms,
+            wall_ms: stamp.wall_ms,
             policy: self.policy,
             proposals,
-        };
+        }
+    }
+
+    /// Writes `proposals` as one log entry stamped with this member's lease clock; on a
+    /// follower, the leader does it (and stamps its own).
+    pub async fn write(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
+        let request = self.entry(proposals);
         match with_quorum(
             self.quorum_timeout,
             "write",
@@ -67,15 +73,11 @@ impl Writer {
         }
     }
 
-    /// Writes a follower's forwarded proposals here, stamped with this member's clock (the
-    /// leader's: expiry time comes from the leader only); `Error::NoLeader` if this member
-    /// is not the leader (any more).
+    /// Writes a follower's forwarded proposals here, stamped with this member's lease clock
+    /// (the leader's: lease time comes from the leader only); `Error::NoLeader` if this
+    /// member is not the leader (any more).
     pub async fn write_here(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
-        let request = Request {
-            now_ms: now_ms(),
-            policy: self.policy,
-            proposals,
-        };
+        let request = self.entry(proposals);
         match self.raft.client_write(request).await {
             Ok(resp) => Ok(resp.data.replies),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Error::NoLeader),

@@ -19,6 +19,7 @@ use crate::{
     Error,
     batch::{Batcher, Writer},
     forward::{Forwarder, unexpected},
+    lease_clock::LeaseClock,
     metrics::Denials,
     raft::{NodeId, Raft, store::SharedState, with_quorum},
     state::{Command, LeasePolicy, State},
@@ -49,10 +50,13 @@ impl Cluster {
         policy: LeasePolicy,
         quorum_timeout: Duration,
         tls: Option<Arc<Tls>>,
+        wall_offset_ms: i64,
     ) -> Cluster {
         let forwarder = Arc::new(Forwarder::new(tls.clone()));
         let batcher = Batcher::start(Writer {
             raft: raft.clone(),
+            applied: applied.clone(),
+            clock: std::sync::Mutex::new(LeaseClock::new(wall_offset_ms)),
             policy,
             quorum_timeout,
             forwarder: forwarder.clone(),

@@ -52,6 +52,10 @@ pub struct Config {
     /// gRPC connections open at once; more are closed at accept.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Test only (`--test-clock-offset-ms`, never from the file): shifts this member's wall
+    /// clock, to show that leases do not depend on members' clocks agreeing.
+    #[serde(skip)]
+    pub test_clock_offset_ms: i64,
 }
 
 mod defaults {

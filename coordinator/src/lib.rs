@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 mod error;
 mod forward;
+pub mod lease_clock;
 pub mod metrics;
 pub mod raft;
 pub mod server;

@@ -57,6 +57,9 @@ struct Args {
     /// Log output format.
     #[arg(long, value_enum, default_value = "text", env = "RDMAQ_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Test only: shift this member's wall clock by this many ms (leases never read it).
+    #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
+    test_clock_offset_ms: i64,
 }
 
 fn config(args: &Args) -> Result<Config, Error> {
@@ -166,7 +169,8 @@ fn config(args: &Args) -> Result<Config, Error> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init(args.log_format, "info,openraft=warn");
-    let cfg = config(&args)?;
+    let mut cfg = config(&args)?;
+    cfg.test_clock_offset_ms = args.test_clock_offset_ms;
     if args.dev {
         tracing::warn!(
             "dev mode: one member, plain text, data in {}",

@@ -95,6 +95,7 @@ pub async fn run(
         cfg.policy(),
         Duration::from_millis(cfg.quorum_timeout_ms),
         tls.clone(),
+        cfg.test_clock_offset_ms,
     ));
 
     let listener = TcpListener::bind(cfg.listen)

@@ -142,8 +142,8 @@ impl Admin for AdminService {
                     .map(|(name, r)| pb::NodeInfo {
                         node: name.clone(),
                         address: r.address.clone(),
-                        registered_unix_ms: r.registered_ms,
-                        last_heartbeat_unix_ms: r.last_seen_ms,
+                        registered_unix_ms: s.wall_of(r.registered_ms),
+                        last_heartbeat_unix_ms: s.wall_of(r.last_seen_ms),
                         lease_expired: r.lease_expired || r.lease_expires_ms <= s.now_ms,
                     })
                     .collect()
@@ -254,7 +254,7 @@ fn tenant_usage(s: &state::State, tenant: &str) -> pb::TenantUsage {
                 allotted: a.allotted.to_pb(),
                 used: a.used.to_pb(),
                 reclaim: a.reclaim.to_pb(),
-                lease_expires_unix_ms: rec.map_or(0, |r| r.lease_expires_ms),
+                lease_expires_unix_ms: rec.map_or(0, |r| s.wall_of(r.lease_expires_ms)),
                 lease_expired: rec
                     .is_none_or(|r| r.lease_expired || r.lease_expires_ms <= s.now_ms),
             }

@@ -112,9 +112,19 @@ impl Agent for AgentService {
         let req = req.into_inner();
         names(&req.node, None)?;
         // Each report on its own: an invalid one is refused by name, the others are taken.
-        let mut used = Vec::with_capacity(req.reports.len());
+        let mut used = Vec::with_capacity(req.reports.len().min(validate::MAX_REPORTS));
         let mut refused = Vec::new();
-        for r in req.reports {
+        for (i, r) in req.reports.into_iter().enumerate() {
+            if i >= validate::MAX_REPORTS {
+                refused.push(pb::TenantRefusal {
+                    tenant: r.tenant.chars().take(rdmaq_model::MAX_NAME_LEN).collect(),
+                    reason: format!(
+                        "more than {} reports in one heartbeat",
+                        validate::MAX_REPORTS
+                    ),
+                });
+                continue;
+            }
             match rdmaq_model::check_name(&r.tenant) {
                 Ok(()) => used.push((r.tenant, Amounts::from_pb(r.used))),
                 Err(reason) => refused.push(pb::TenantRefusal {
@@ -217,6 +227,7 @@ fn allotment_to_pb(v: &AllotmentView) -> pb::Allotment {
         used: v.allotment.used.to_pb(),
         reclaim: v.allotment.reclaim.to_pb(),
         lease_expires_unix_ms: v.lease_expires_ms,
+        as_of: v.as_of,
         quota_version: v.quota_version,
     }
 }

@@ -57,8 +57,12 @@ pub struct Proposal {
 /// may share an entry (one replication round and one fsync for all of them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// The leader's wall clock when it proposed the entry (Unix ms).
+    /// The cluster's lease clock when the leader proposed the entry (see lease_clock.rs):
+    /// milliseconds of leaders' elapsed time, never a wall clock.
     pub now_ms: u64,
+    /// The leader's wall clock (Unix ms), for display and the audit only.
+    #[serde(default)]
+    pub wall_ms: u64,
     pub policy: LeasePolicy,
     pub proposals: Vec<Proposal>,
 }
@@ -68,8 +72,13 @@ pub struct Request {
 pub struct AllotmentView {
     pub tenant: String,
     pub allotment: Allotment,
+    /// In people's time (Unix ms, `State::wall_of`), for display: agents time their leases
+    /// on their own clocks.
     pub lease_expires_ms: u64,
     pub quota_version: u64,
+    /// Where in the log this view was taken (`State::as_of`): a larger one is newer.
+    #[serde(default)]
+    pub as_of: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -100,6 +109,7 @@ pub enum Reply {
     },
     Done,
     Registered {
+        /// Unix ms, for display (as in `AllotmentView`).
         lease_expires_ms: u64,
         allotments: Vec<AllotmentView>,
     },
@@ -112,6 +122,7 @@ pub enum Reply {
         allotment: AllotmentView,
     },
     HeartbeatAck {
+        /// Unix ms, for display (as in `AllotmentView`).
         lease_expires_ms: u64,
         allotments: Vec<AllotmentView>,
         /// Reported tenants without a quota: their use is not recorded.

@@ -33,20 +33,36 @@ pub struct State {
     pub silent_index: BTreeSet<(u64, String)>,
     pub quota_seq: u64,
     pub audit: VecDeque<AuditRecord>,
-    /// The latest time any entry carried; reads use it to tell expired leases.
+    /// Where in the log the command being applied is (its entry's index, and its place in
+    /// the entry): allotment views carry it, so that an agent can tell a newer view of its
+    /// allotment from an older one, whatever order replies arrive in.
+    #[serde(skip)]
+    pub as_of: u64,
+    /// The lease clock: the latest time any entry carried; reads use it to tell expired
+    /// leases.
     pub now_ms: u64,
+    /// The wall clock of the latest entry (Unix ms): what `now_ms` was in people's time.
+    #[serde(default)]
+    pub wall_ms: u64,
     pub counters: Counters,
 }
 
 impl State {
-    pub fn apply(&mut self, req: &Request) -> Response {
-        // The clock never runs backwards, even if a new leader's clock is behind.
+    /// Applies the entry at log `index`.
+    pub fn apply(&mut self, req: &Request, index: u64) -> Response {
+        // The lease clock never runs backwards (a new leader that has not applied everything
+        // yet starts a little behind: time pauses until it catches up).
         self.now_ms = self.now_ms.max(req.now_ms);
+        if req.wall_ms != 0 {
+            self.wall_ms = req.wall_ms;
+        }
         self.expire_leases(req.policy);
         let replies = req
             .proposals
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
+                self.as_of = (index << 16) | (i as u64 & 0xffff);
                 self.apply_one(&p.command, req.policy, &p.actor)
                     .unwrap_or_else(Reply::Error)
             })
@@ -76,7 +92,7 @@ impl State {
                 tenant,
                 amounts,
             } => self.release(node, tenant, *amounts),
-            Command::Heartbeat { node, used } => self.heartbeat(node, used, policy),
+            Command::Heartbeat { node, used } => self.heartbeat(node, used, policy, actor),
             Command::AuditMembership { action } => {
                 self.audit(actor, action.clone());
                 Ok(Reply::Done)
@@ -89,7 +105,7 @@ impl State {
             self.audit.pop_front();
         }
         self.audit.push_back(AuditRecord {
-            at_ms: self.now_ms,
+            at_ms: self.wall_of(self.now_ms),
             actor: actor.to_string(),
             action,
         });
@@ -205,11 +221,12 @@ impl State {
                 lease_expires_ms: now,
                 lease_expired: false,
                 tenants: BTreeSet::new(),
+                overreported: BTreeSet::new(),
             });
         rec.address = address.to_string();
         let lease_expires_ms = self.renew(node, policy)?;
         Ok(Reply::Registered {
-            lease_expires_ms,
+            lease_expires_ms: self.wall_of(lease_expires_ms),
             allotments: self.views_of(node),
         })
     }
@@ -362,7 +379,8 @@ impl State {
             allotment: AllotmentView {
                 tenant: tenant.to_string(),
                 allotment,
-                lease_expires_ms,
+                lease_expires_ms: self.wall_of(lease_expires_ms),
+                as_of: self.as_of,
                 quota_version: quota.version,
             },
             quota,
@@ -385,7 +403,8 @@ impl State {
                 allotment: AllotmentView {
                     tenant: tenant.to_string(),
                     allotment: Allotment::default(),
-                    lease_expires_ms,
+                    lease_expires_ms: self.wall_of(lease_expires_ms),
+                    as_of: self.as_of,
                     quota_version: version,
                 },
             });
@@ -403,10 +422,23 @@ impl State {
             allotment: AllotmentView {
                 tenant: tenant.to_string(),
                 allotment,
-                lease_expires_ms,
+                lease_expires_ms: self.wall_of(lease_expires_ms),
+                as_of: self.as_of,
                 quota_version: version,
             },
         })
+    }
+
+    /// The most a node may be charged for a tenant it reports on: what it was allotted plus
+    /// what it could plausibly hold around the library, within the tenant's per-node cap
+    /// where there is one (or its allotment, if that is more).
+    fn report_bound(&self, tenant: &str, node: &str) -> Amounts {
+        let allotted = self.allotment(tenant, node).allotted;
+        let plausible = allotted.saturating_add(validate::MAX_UNADMITTED);
+        match self.quotas.get(tenant) {
+            Some(q) => plausible.min(q.limits.per_node.bound()).max(allotted),
+            None => plausible,
+        }
     }
 
     fn heartbeat(
@@ -414,8 +446,38 @@ impl State {
         node: &str,
         used: &[(String, Amounts)],
         policy: LeasePolicy,
+        actor: &str,
     ) -> Result<Reply, ApplyError> {
         let lease_expires_ms = self.renew(node, policy)?;
+        // What one node reports counts against its tenants' caps only as far as it could be
+        // true: a lying (stolen) or buggy agent affects its own share, never everyone's.
+        let mut counted = Vec::with_capacity(used.len().min(validate::MAX_REPORTS));
+        for (tenant, reported) in used.iter().take(validate::MAX_REPORTS) {
+            if !self.quotas.contains_key(tenant) {
+                // Not counted anywhere (answered as unknown below).
+                counted.push((tenant.clone(), *reported));
+                continue;
+            }
+            let bound = self.report_bound(tenant, node);
+            let over = reported.exceeds(bound);
+            let rec = self.nodes.get_mut(node).expect("renewed");
+            let newly = if over {
+                rec.overreported.insert(tenant.clone())
+            } else {
+                rec.overreported.remove(tenant);
+                false
+            };
+            if newly {
+                self.audit(
+                    actor,
+                    format!(
+                        "node {node} reported tenant {tenant} using {reported:?}, beyond what it may hold ({bound:?}): counted as that"
+                    ),
+                );
+            }
+            counted.push((tenant.clone(), reported.min(bound)));
+        }
+        let used = &counted[..];
         // The node's tenants: those it held, and any it now reports use of (with a quota: a
         // node cannot create tenants; the others are answered as unknown).
         let rec = self.nodes.get_mut(node).expect("renewed");
@@ -460,13 +522,23 @@ impl State {
             }
         }
         Ok(Reply::HeartbeatAck {
-            lease_expires_ms,
+            lease_expires_ms: self.wall_of(lease_expires_ms),
             allotments: self.views_of(node),
             unknown,
         })
     }
 
     // ------------------------------------------------------------------ reads
+
+    /// A lease-clock time as people's time (Unix ms), by the latest entry's wall clock; as
+    /// is where no entry carried one (tests).
+    pub fn wall_of(&self, t: u64) -> u64 {
+        if self.wall_ms == 0 {
+            return t;
+        }
+        self.wall_ms
+            .saturating_add_signed(t as i64 - self.now_ms as i64)
+    }
 
     pub fn allotment(&self, tenant: &str, node: &str) -> Allotment {
         self.allotments
@@ -485,8 +557,9 @@ impl State {
             .map(|tenant| AllotmentView {
                 tenant: tenant.clone(),
                 allotment: self.allotment(tenant, node),
-                lease_expires_ms: rec.lease_expires_ms,
+                lease_expires_ms: self.wall_of(rec.lease_expires_ms),
                 quota_version: self.quotas.get(tenant).map_or(0, |q| q.version),
+                as_of: self.as_of,
             })
             .collect()
     }

@@ -24,6 +24,10 @@ pub struct NodeRecord {
     pub lease_expired: bool,
     /// Tenants this node holds allotments for.
     pub tenants: BTreeSet<String>,
+    /// Tenants whose use this node last reported beyond what it may hold (clamped, and
+    /// audited once when it started).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub overreported: BTreeSet<String>,
 }
 
 /// One node's share of one tenant's quota.

@@ -13,6 +13,7 @@ const POLICY: LeasePolicy = LeasePolicy {
 fn req(now_ms: u64, cmd: Command) -> Request {
     Request {
         now_ms,
+        wall_ms: 0,
         policy: POLICY,
         proposals: vec![Proposal {
             actor: "test".into(),
@@ -22,7 +23,7 @@ fn req(now_ms: u64, cmd: Command) -> Request {
 }
 
 fn one(state: &mut State, now_ms: u64, cmd: Command) -> Reply {
-    state.apply(&req(now_ms, cmd)).replies.remove(0)
+    state.apply(&req(now_ms, cmd), 0).replies.remove(0)
 }
 
 fn qps(n: u64) -> Amounts {
@@ -123,6 +124,47 @@ fn a_grant_covers_what_the_node_already_uses_beyond_its_allotment() {
         acquire(&mut s, 2, "n2", 1, 1),
         Reply::Error(ApplyError::Insufficient { available: 0, .. })
     ));
+}
+
+#[test]
+fn a_lying_node_affects_only_its_own_share_and_is_audited_once() {
+    // A stolen agent certificate reports an absurd use of t1 on n1: it is counted only as
+    // far as n1 could hold it (here its per-node cap, 6), so n2 still gets the rest of 12.
+    let mut s = setup(&["n1", "n2"], 12);
+    let mut limits = cap_qp(12);
+    limits.per_node.qp = Some(6);
+    one(
+        &mut s,
+        0,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits,
+        },
+    );
+    let lie = || Command::Heartbeat {
+        node: "n1".into(),
+        used: vec![("t1".into(), qps(u64::MAX))],
+    };
+    one(&mut s, 1, lie());
+    one(&mut s, 2, lie());
+    assert_eq!(s.allotment("t1", "n1").used.qp, 6);
+    assert_eq!(granted(&acquire(&mut s, 3, "n2", 12, 1)), 6);
+    let audited: Vec<_> = s
+        .audit
+        .iter()
+        .filter(|a| a.action.contains("beyond what it may hold"))
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    // Without a per-node cap the bound is its allotment plus what a node could plausibly
+    // hold around the library: the cap of 12 is still reachable by the others' grants only as
+    // far as n1 is charged, never zeroed by a report.
+    let mut s = setup(&["n1", "n2"], 100_000);
+    one(&mut s, 1, lie());
+    assert_eq!(s.allotment("t1", "n1").used.qp, validate::MAX_UNADMITTED.qp);
+    assert_eq!(
+        granted(&acquire(&mut s, 2, "n2", 100_000, 1)),
+        100_000 - validate::MAX_UNADMITTED.qp
+    );
 }
 
 #[test]
@@ -311,6 +353,8 @@ enum Op {
     Acquire(usize, usize, u64, u64),
     Release(usize, usize, u64),
     Heartbeat(usize, Vec<u64>),
+    /// A node reporting an absurd use of every tenant (a stolen or buggy agent).
+    Lie(usize),
     SetQuota(usize, u64),
     RemoveNode(usize),
     Register(usize),
@@ -323,6 +367,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..3usize, 0..2usize, 0..8u64).prop_map(|(n, t, a)| Op::Release(n, t, a)),
         3 => (0..3usize, prop::collection::vec(0..10u64, 2)).prop_map(|(n, u)| Op::Heartbeat(n, u)),
         1 => (0..2usize, 1..20u64).prop_map(|(t, c)| Op::SetQuota(t, c)),
+        1 => (0..3usize).prop_map(Op::Lie),
         1 => (0..3usize).prop_map(Op::RemoveNode),
         1 => (0..3usize).prop_map(Op::Register),
         2 => (0..3_000u64).prop_map(Op::Advance),
@@ -352,6 +397,9 @@ proptest! {
                 Op::Heartbeat(n, used) => Command::Heartbeat {
                     node: NODES[*n].into(),
                     used: TENANTS.iter().zip(used).map(|(t, u)| (t.to_string(), qps(*u))).collect() },
+                Op::Lie(n) => Command::Heartbeat {
+                    node: NODES[*n].into(),
+                    used: TENANTS.iter().map(|t| (t.to_string(), qps(u64::MAX))).collect() },
                 Op::SetQuota(t, c) => Command::SetQuota { tenant: TENANTS[*t].into(), limits: cap_qp(*c) },
                 Op::RemoveNode(n) => Command::RemoveNode { node: NODES[*n].into() },
                 Op::Register(n) => Command::RegisterNode { node: NODES[*n].into(), address: String::new() },
@@ -404,6 +452,19 @@ fn check(
             && granted.qp > 0
         {
             prop_assert!(total <= cap, "a grant left {t} at {total} over cap {cap}");
+        }
+        // A report counts only as far as the node could hold it.
+        if let Op::Lie(ln) = op
+            && after.nodes.contains_key(NODES[*ln])
+        {
+            let a = after.allotment(t, NODES[*ln]);
+            prop_assert!(
+                a.used.qp <= a.allotted.qp + validate::MAX_UNADMITTED.qp,
+                "{t}@{}: a lie counted as {} (allotted {})",
+                NODES[*ln],
+                a.used.qp,
+                a.allotted.qp
+            );
         }
         for n in NODES {
             let (b, a) = (before.allotment(t, n), after.allotment(t, n));

@@ -1,7 +1,7 @@
 //! Checks of names and limits, shared by the gRPC layer (before anything is proposed) and
 //! `apply` (so a bad entry can never change state, whoever proposed it).
 
-use super::{Limits, command::ApplyError};
+use super::{Amounts, Limits, command::ApplyError};
 
 /// Counts beyond this are typos, not quotas (a large RDMA cluster holds millions of QPs).
 pub const MAX_COUNT: u64 = 1 << 32;
@@ -11,6 +11,16 @@ pub const MAX_BYTES: u64 = 1 << 60;
 pub const MAX_WR: u32 = 1 << 24;
 /// Creations per second per node.
 pub const MAX_RATE: u32 = 10_000_000;
+/// Tenants one heartbeat may report on (a node serving more is misconfigured or lying).
+pub const MAX_REPORTS: usize = 4_096;
+/// What a node may report using beyond its allotment (objects its agent found around the
+/// library), where the tenant has no per-node cap: far more than a real node ever holds
+/// outside its allotment, yet bounded, so a lying agent cannot fill a tenant's cluster cap.
+pub const MAX_UNADMITTED: Amounts = Amounts {
+    qp: 16_384,
+    mr: 65_536,
+    mr_bytes: 1 << 40,
+};
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApplyError {
     ApplyError::Invalid {
