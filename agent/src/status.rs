@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{Json, Router, http::header, response::IntoResponse, routing::get};
+use rdmaq_common::tls::{HttpListener, Limits, Role};
 use rdmaq_proto::status::{self, KernelTotals, NodeStatus, TenantStatus};
 
 use crate::{
@@ -94,17 +95,25 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
                 async move { Json(node_status(&agent)) }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Io {
-            path: addr.to_string().into(),
-            source,
-        })?;
+    let io = |source| Error::Io {
+        path: addr.to_string().into(),
+        source,
+    };
+    // Bounded connections and handshakes, as on the coordinator (plain text: bind it to
+    // loopback; the roles only apply with TLS).
+    let limits = Limits {
+        max_connections: 64,
+        max_handshakes: 64,
+        max_handshakes_per_address: 8,
+        ..Limits::default()
+    };
+    let listener = HttpListener::new(
+        tokio::net::TcpListener::bind(addr).await.map_err(io)?,
+        None,
+        limits,
+        &[Role::Admin, Role::Viewer],
+    )
+    .map_err(io)?;
     tracing::info!(%addr, "status and metrics serving");
-    axum::serve(listener, app)
-        .await
-        .map_err(|source| Error::Io {
-            path: addr.to_string().into(),
-            source,
-        })
+    axum::serve(listener, app).await.map_err(io)
 }

@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, default_value = "0")]
         limit: u32,
     },
-    /// Create a CA and issue role certificates for mutual TLS.
+    /// Create a CA and issue role certificates for mutual TLS; revoke them.
     #[command(subcommand)]
     Certs(cmd::certs::CertsCmd),
 }
@@ -89,7 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     match cli.command {
         Command::Exec(args) => return cmd::exec::run(args),
         Command::Node(c) => return cmd::node::run(cli.output, c),
-        Command::Certs(c) => return cmd::certs::run(c),
+        Command::Certs(c) if c.is_local() => return cmd::certs::run(c),
         _ => {}
     }
     let tls = client_tls(&cli)?;
@@ -114,7 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Nodes(c) => cmd::nodes::run(&ctx, c).await,
         Command::Cluster(c) => cmd::cluster::run(&ctx, c).await,
         Command::Audit { limit } => cmd::audit::run(&ctx, limit).await,
-        Command::Exec(_) | Command::Node(_) | Command::Certs(_) => unreachable!("handled above"),
+        Command::Certs(c) => cmd::revoke::run(&ctx, c).await,
+        Command::Exec(_) | Command::Node(_) => unreachable!("handled above"),
     }
 }
 

@@ -86,8 +86,11 @@ impl Writer {
     }
 }
 
-/// Most proposals in one log entry (a few hundred bytes each).
+/// Most proposals in one log entry (a few hundred bytes each)...
 const MAX_BATCH: usize = 512;
+/// ...and most bytes (`Proposal::size_bound`), so that an entry of large heartbeats stays
+/// far below what one Raft message may carry (a proposal larger than this goes alone).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Batches proposed and not yet committed, at most.
 const MAX_IN_FLIGHT: usize = 4;
 /// Times the batcher yields before closing a batch.
@@ -158,7 +161,16 @@ impl Batcher {
 
 async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Waiting>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A proposal that did not fit the last batch: it starts the next.
+    let mut carried: Option<Waiting> = None;
+    loop {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
         // Wait for a slot first: whatever arrives meanwhile joins this batch.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -168,12 +180,17 @@ async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Waiting>) {
         for _ in 0..LINGER_YIELDS {
             tokio::task::yield_now().await;
         }
+        let mut bytes = first.0.size_bound();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+            let Ok(w) = rx.try_recv() else { break };
+            let size = w.0.size_bound();
+            if bytes + size > MAX_BATCH_BYTES {
+                carried = Some(w);
+                break;
             }
+            bytes += size;
+            batch.push(w);
         }
         let writer = writer.clone();
         tokio::spawn(async move {

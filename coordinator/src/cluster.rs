@@ -235,33 +235,42 @@ impl Cluster {
     }
 
     /// Serves a follower's forwarded request (on the leader).
-    pub async fn serve_forwarded(&self, what: Forwarded) -> ForwardReply {
+    pub async fn serve_forwarded(&self, what: Forwarded, via: &str) -> ForwardReply {
+        // Who the forwarding member says asked is its word only: the audit trail says which
+        // verified member relayed it.
+        let relayed = |actor: &str| format!("{actor} (relayed by {via})");
         let result = match what {
-            Forwarded::Propose(proposals) if self.raft.current_leader().await == Some(self.id) => {
-                // Joins this leader's next batch (which stamps the leader's own clock).
-                self.batcher
-                    .propose_many(proposals)
-                    .await
-                    .map(ForwardReply::Replies)
+            Forwarded::Propose(mut proposals) => {
+                for p in &mut proposals {
+                    p.actor = relayed(&p.actor);
+                }
+                if self.raft.current_leader().await == Some(self.id) {
+                    // Joins this leader's next batch (which stamps the leader's own clock).
+                    self.batcher
+                        .propose_many(proposals)
+                        .await
+                        .map(ForwardReply::Replies)
+                } else {
+                    // Not the leader as far as this member knew: write here if it has
+                    // become one.
+                    self.batcher
+                        .writer()
+                        .write_here(proposals)
+                        .await
+                        .map(ForwardReply::Replies)
+                }
             }
-            // Not the leader as far as this member knew: write here if it has become one.
-            Forwarded::Propose(proposals) => self
-                .batcher
-                .writer()
-                .write_here(proposals)
-                .await
-                .map(ForwardReply::Replies),
             Forwarded::AddMember {
                 id,
                 addr,
                 voter,
                 actor,
             } => self
-                .add_member(id, &addr, voter, &actor)
+                .add_member(id, &addr, voter, &relayed(&actor))
                 .await
                 .map(ForwardReply::Members),
             Forwarded::RemoveMember { id, actor } => self
-                .remove_member(id, &actor)
+                .remove_member(id, &relayed(&actor))
                 .await
                 .map(ForwardReply::Members),
             Forwarded::ReadIndex => self.read_index().await.map(ForwardReply::ReadIndex),

@@ -43,6 +43,9 @@ pub struct Config {
     /// Prometheus `/metrics` listener (none if unset).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` over TLS, to admin and viewer certificates only (needs [tls]).
+    #[serde(default)]
+    pub metrics_tls: bool,
     /// Certificates for mutual TLS on every gRPC link (required unless `insecure`).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
@@ -52,6 +55,16 @@ pub struct Config {
     /// gRPC connections open at once; more are closed at accept.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// TLS handshakes in progress at once from addresses that are not members'; more are
+    /// closed at accept (members' addresses have a pool of the same size to themselves).
+    #[serde(default = "defaults::max_handshakes")]
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one such address.
+    #[serde(default = "defaults::max_handshakes_per_address")]
+    pub max_handshakes_per_address: usize,
+    /// Time a caller has to complete its TLS handshake.
+    #[serde(default = "defaults::handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
     /// Test only (`--test-clock-offset-ms`, never from the file): shifts this member's wall
     /// clock, to show that leases do not depend on members' clocks agreeing.
     #[serde(skip)]
@@ -82,6 +95,15 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         4096
+    }
+    pub fn max_handshakes() -> usize {
+        1024
+    }
+    pub fn max_handshakes_per_address() -> usize {
+        16
+    }
+    pub fn handshake_timeout_ms() -> u64 {
+        3_000
     }
 }
 
@@ -160,8 +182,26 @@ impl Config {
             }
             _ => {}
         }
-        if self.max_connections == 0 {
-            return Err(bad("max_connections", "must be at least 1"));
+        if self.metrics_tls && self.tls.is_none() {
+            return Err(bad("metrics_tls", "needs [tls] certificates"));
+        }
+        for (key, v) in [
+            ("max_connections", self.max_connections),
+            ("max_handshakes", self.max_handshakes),
+            (
+                "max_handshakes_per_address",
+                self.max_handshakes_per_address,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        if !(100..=60_000).contains(&self.handshake_timeout_ms) {
+            return Err(bad(
+                "handshake_timeout_ms",
+                format!("{} ms is outside 100..=60000", self.handshake_timeout_ms),
+            ));
         }
         if self.snapshot_every < 10 {
             return Err(bad("snapshot_every", "must be at least 10 entries"));
@@ -261,12 +301,16 @@ insecure = true
             "snapshot_every",
             "quorum_timeout_ms",
             "metrics_listen",
+            "metrics_tls",
             "tls",
             "tls.ca",
             "tls.cert",
             "tls.key",
             "insecure",
             "max_connections",
+            "max_handshakes",
+            "max_handshakes_per_address",
+            "handshake_timeout_ms",
         ];
         rdmaq_common::fuzz::run_for(
             "coordinator config",

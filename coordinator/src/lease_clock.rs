@@ -42,7 +42,7 @@ impl LeaseClock {
         self.stamp_at(term, state_ms, Instant::now(), wall_ms())
     }
 
-    fn stamp_at(&mut self, term: u64, state_ms: u64, now: Instant, wall: u64) -> Stamp {
+    pub(crate) fn stamp_at(&mut self, term: u64, state_ms: u64, now: Instant, wall: u64) -> Stamp {
         let (_, base_ms, since) = match self.base {
             Some(b) if b.0 == term => b,
             _ => *self.base.insert((term, state_ms, now)),

@@ -51,6 +51,9 @@ struct Args {
     /// Prometheus /metrics listener.
     #[arg(long, env = "RDMAQ_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve /metrics over TLS to admin and viewer certificates only.
+    #[arg(long, env = "RDMAQ_METRICS_TLS")]
+    metrics_tls: bool,
     /// This member's certificate and the CA (or --insecure).
     #[command(flatten)]
     tls: rdmaq_common::tls::TlsArgs,
@@ -99,6 +102,9 @@ fn config(args: &Args) -> Result<Config, Error> {
     }
     if let Some(m) = args.metrics_listen {
         set("metrics_listen", toml::Value::String(m.to_string()));
+    }
+    if args.metrics_tls {
+        set("metrics_tls", toml::Value::Boolean(true));
     }
     if let Some(v) = args.lease_ttl_ms {
         set("lease_ttl_ms", toml::Value::Integer(v as i64));

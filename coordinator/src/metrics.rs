@@ -16,11 +16,12 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
+use rdmaq_common::tls::{HttpListener, Limits, Role, Tls};
 
 use crate::{
     Error,
     raft::{NodeId, Raft, store::SharedState},
-    state::{Amounts, Dim},
+    state::{Amounts, Caps, Counters, Dim, State},
 };
 
 /// Refused calls by (caller role, method); the role is "unauthenticated" when the caller's
@@ -83,6 +84,31 @@ fn per_dim_counter(
     Ok(())
 }
 
+/// What a scrape reports from the state.
+struct Scraped {
+    counters: Counters,
+    nodes: usize,
+    /// Tenant, cluster cap, allotted, used.
+    tenants: Vec<(String, Caps, Amounts, Amounts)>,
+}
+
+impl Scraped {
+    fn of(s: &State) -> Scraped {
+        Scraped {
+            counters: s.counters,
+            nodes: s.nodes.len(),
+            tenants: s
+                .quotas
+                .iter()
+                .map(|(t, q)| {
+                    let allotted = s.totals.get(t).copied().unwrap_or_default();
+                    (t.clone(), q.limits.cluster, allotted, s.used_total(t))
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Collector for CoordinatorCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = self.cluster.raft.metrics().borrow().clone();
@@ -117,8 +143,9 @@ impl Collector for CoordinatorCollector {
             i64::from(m.current_leader == Some(self.cluster.id)),
         )?;
 
-        let applied = self.cluster.applied.read().expect("state lock");
-        let s = &applied.state;
+        // Copied under the state lock, encoded after it is released: a slow scrape never
+        // holds up apply.
+        let s = Scraped::of(&self.cluster.applied.read().expect("state lock").state);
         let c = s.counters;
         counter(
             &mut enc,
@@ -156,7 +183,7 @@ impl Collector for CoordinatorCollector {
             &mut enc,
             "rdmaq_nodes",
             "Registered agent nodes",
-            s.nodes.len() as i64,
+            s.nodes as i64,
         )?;
 
         for (name, help) in [
@@ -174,18 +201,16 @@ impl Collector for CoordinatorCollector {
             ),
         ] {
             let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (tenant, quota) in &s.quotas {
+            for (tenant, cap, allotted, used) in &s.tenants {
                 let values = match name {
                     "rdmaq_tenant_cap" => None,
-                    "rdmaq_tenant_allotted" => {
-                        Some(s.totals.get(tenant).copied().unwrap_or_default())
-                    }
-                    _ => Some(s.used_total(tenant)),
+                    "rdmaq_tenant_allotted" => Some(*allotted),
+                    _ => Some(*used),
                 };
                 for d in Dim::ALL {
                     let v = match values {
                         Some(a) => a.get(d),
-                        None => match quota.limits.cluster.get(d) {
+                        None => match cap.get(d) {
                             Some(cap) => cap,
                             None => continue,
                         },
@@ -210,8 +235,9 @@ impl Collector for CoordinatorCollector {
     }
 }
 
-/// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, cluster: Sources) -> Result<(), Error> {
+/// Serves `/metrics` on `addr` until the process ends: with `tls`, only to callers with an
+/// admin or viewer certificate.
+pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) -> Result<(), Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(CoordinatorCollector { cluster }));
     let registry = Arc::new(registry);
@@ -236,17 +262,26 @@ pub async fn serve(addr: SocketAddr, cluster: Sources) -> Result<(), Error> {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Io {
-            path: addr.to_string().into(),
-            source,
-        })?;
-    tracing::info!(%addr, "metrics serving on /metrics");
-    axum::serve(listener, app)
-        .await
-        .map_err(|source| Error::Io {
-            path: addr.to_string().into(),
-            source,
-        })
+    let io = |source| Error::Io {
+        path: addr.to_string().into(),
+        source,
+    };
+    let secure = tls.is_some();
+    let listener = HttpListener::new(
+        tokio::net::TcpListener::bind(addr).await.map_err(io)?,
+        tls,
+        METRICS_LIMITS.clone(),
+        &[Role::Admin, Role::Viewer],
+    )
+    .map_err(io)?;
+    tracing::info!(%addr, tls = secure, "metrics serving on /metrics");
+    axum::serve(listener, app).await.map_err(io)
 }
+
+/// Scrapers are few: a handful of connections at a time is plenty.
+static METRICS_LIMITS: std::sync::LazyLock<Limits> = std::sync::LazyLock::new(|| Limits {
+    max_connections: 64,
+    max_handshakes: 64,
+    max_handshakes_per_address: 8,
+    ..Limits::default()
+});

@@ -107,6 +107,10 @@ pub async fn run(
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "member serving");
 
     if let Some(addr) = cfg.metrics_listen {
+        let metrics_tls = if cfg.metrics_tls { tls.clone() } else { None };
+        if metrics_tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "metrics in plain text on a non-loopback address: every tenant's caps and use are readable by anyone who can reach it (set metrics_tls = true)");
+        }
         let sources = crate::metrics::Sources {
             id: cluster.id,
             raft: cluster.raft.clone(),
@@ -114,7 +118,7 @@ pub async fn run(
             denials: cluster.denials.clone(),
         };
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, sources).await {
+            if let Err(e) = crate::metrics::serve(addr, sources, metrics_tls).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });
@@ -148,7 +152,16 @@ pub async fn run(
     .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let limits = tls::Limits {
         max_connections: cfg.max_connections,
-        ..Default::default()
+        max_handshakes: cfg.max_handshakes,
+        max_handshakes_per_address: cfg.max_handshakes_per_address,
+        handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+        // Peers' addresses: a flood from anywhere else never delays Raft.
+        members: cfg
+            .initial_members
+            .values()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect(),
     };
     let incoming = tls::incoming(listener, tls, limits);
     let served = tonic::transport::Server::builder()

@@ -25,6 +25,8 @@ pub struct Member {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Flags for this member only, after the cluster's (`set_flags`).
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -85,6 +87,7 @@ impl CoordinatorCluster {
                 addr: addr(id),
                 data_dir: dir.join(format!("m{id}")),
                 log: dir.join(format!("m{id}.log")),
+                flags: Vec::new(),
                 child: None,
             })
             .collect();
@@ -131,6 +134,11 @@ impl CoordinatorCluster {
         }
     }
 
+    /// Gives member `id` these flags (after the cluster's) from its next start.
+    pub fn set_flags(&mut self, id: u64, flags: &[&str]) {
+        self.member(id).flags = flags.iter().map(|s| s.to_string()).collect();
+    }
+
     /// (Re)starts member `id` with its existing data.
     pub fn start_member(&mut self, id: u64) {
         let (extra, initial) = (self.extra.clone(), self.initial.clone());
@@ -154,6 +162,7 @@ impl CoordinatorCluster {
             .arg(&initial)
             .args(&tls)
             .args(&extra)
+            .args(&m.flags)
             // RDMAQ_TEST_LOG overrides the members' log filter when debugging a test.
             .env(
                 "RUST_LOG",

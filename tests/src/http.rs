@@ -1,4 +1,5 @@
-//! A plain HTTP/1.1 GET for the members' and agents' `/metrics` and `/status` in tests.
+//! An HTTP/1.1 GET for the members' and agents' `/metrics` and `/status` in tests, plain or
+//! over TLS with a client certificate.
 
 use std::{
     io::{Read, Write},
@@ -16,4 +17,24 @@ pub fn get(addr: SocketAddr, path: &str) -> String {
     let mut body = String::new();
     s.read_to_string(&mut body).expect("reading the response");
     body
+}
+
+/// `get` over TLS as `who`; the error says how the server refused (handshake or close).
+pub fn get_tls(addr: SocketAddr, path: &str, who: &crate::pki::Cert) -> Result<String, String> {
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut conn = rustls::ClientConnection::new(who.load().client_config(), name)
+        .map_err(|e| e.to_string())?;
+    let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    tls.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    if body.is_empty() {
+        return Err("closed without an answer".into());
+    }
+    Ok(body)
 }

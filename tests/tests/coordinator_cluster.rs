@@ -474,6 +474,33 @@ fn metrics_show_grants_denials_and_tenant_caps() {
     }
 }
 
+/// With `--metrics-tls`, /metrics answers admins and viewers only: plain text gets no
+/// answer, an agent's certificate is closed without one.
+#[test]
+fn metrics_over_tls_answer_viewers_only() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = CoordinatorCluster::start(
+        1,
+        &["--metrics-listen", &metrics.to_string(), "--metrics-tls"],
+    );
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "3"]);
+    let body = rdmaq_lab::http::get_tls(metrics, "/metrics", &c.pki.viewer()).unwrap();
+    assert!(
+        body.contains("rdmaq_tenant_cap{tenant=\"t1\",dim=\"qp\"} 3"),
+        "{body}"
+    );
+    let refused = rdmaq_lab::http::get_tls(metrics, "/metrics", &c.pki.agent("n1"));
+    assert!(refused.is_err(), "an agent read the metrics: {refused:?}");
+    let plain = std::panic::catch_unwind(|| rdmaq_lab::http::get(metrics, "/metrics"));
+    assert!(
+        plain.as_ref().map_or(true, |b| !b.contains("rdmaq_")),
+        "plain text read the metrics: {plain:?}"
+    );
+}
+
 #[test]
 fn usage_watch_refreshes_the_table_until_its_count() {
     let c = CoordinatorCluster::start(1, &[]);

@@ -346,3 +346,130 @@ fn a_tls_mismatch_is_named_in_both_directions() {
     // Named at the first answer, not after 30 s of retries.
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
 }
+
+/// A copy of `cert`'s files under another name (before they are re-issued in place).
+fn keep_copy(cert: &Cert, tag: &str) -> Cert {
+    let copy = |p: &std::path::Path| {
+        let to = p.with_file_name(format!(
+            "{tag}-{}",
+            p.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::copy(p, &to).unwrap();
+        to
+    };
+    Cert {
+        ca: cert.ca.clone(),
+        cert: copy(&cert.cert),
+        key: copy(&cert.key),
+    }
+}
+
+async fn register(who: &Cert, addr: std::net::SocketAddr) -> Result<(), tonic::Status> {
+    AgentClient::new(who.channel(&addr.to_string(), Duration::from_secs(5)))
+        .register(pb::RegisterRequest {
+            node: "n1".into(),
+            address: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[test]
+fn revoked_certificates_lose_every_power_on_every_member() {
+    let c = CoordinatorCluster::start(3, &[]);
+    let path = |cert: &Cert| cert.cert.display().to_string();
+    // n1's certificate is rotated: the old one stays valid until revoked.
+    let old = keep_copy(&c.pki.agent("n1"), "old");
+    let new = c.pki.issue("agent", "n1", &["--days", "30"]);
+    let addrs: Vec<_> = c.members.iter().map(|m| m.addr).collect();
+    let rt = rt();
+    // A connection opened before the revocation, kept open through it.
+    let mut open_before = rt.block_on(async {
+        for a in &addrs {
+            register(&old, *a)
+                .await
+                .expect("the old certificate works until revoked");
+        }
+        let mut open = AgentClient::new(old.channel(&addrs[0].to_string(), Duration::from_secs(5)));
+        open.register(pb::RegisterRequest {
+            node: "n1".into(),
+            address: String::new(),
+        })
+        .await
+        .unwrap();
+        open
+    });
+
+    c.cli_ok(&["certs", "revoke", "--cert", &path(&old)]);
+    rt.block_on(async {
+        for a in &addrs {
+            let e = register(&old, *a).await.expect_err("a revoked certificate");
+            assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+            assert!(e.message().contains("revoked"), "{e}");
+            register(&new, *a)
+                .await
+                .expect("the new certificate is not revoked");
+        }
+        let e = open_before
+            .register(pb::RegisterRequest {
+                node: "n1".into(),
+                address: String::new(),
+            })
+            .await
+            .expect_err("an open connection is refused from its next call");
+        assert!(e.message().contains("revoked"), "{e}");
+    });
+
+    // A decommissioned node: every certificate of it, until lifted.
+    c.cli_ok(&["certs", "revoke", "--identity", "agent:n1"]);
+    rt.block_on(async {
+        let e = register(&new, addrs[1])
+            .await
+            .expect_err("its identity is revoked");
+        assert!(e.message().contains("agent:n1 is revoked"), "{e}");
+    });
+    let listed = c.cli_ok(&["certs", "revoked", "-o", "json"]);
+    assert!(listed.contains("agent:n1"), "{listed}");
+    c.cli_ok(&["certs", "revoke", "--identity", "agent:n1", "--lift"]);
+    rt.block_on(async { register(&new, addrs[2]).await.expect("lifted") });
+
+    // An admin cannot lock itself out; a viewer cannot revoke at all.
+    let admin = c.pki.admin();
+    let out = refused(&c, &admin, &["certs", "revoke", "--cert", &path(&admin)]);
+    assert!(out.contains("your own certificate"), "{out}");
+    refused(
+        &c,
+        &c.pki.viewer(),
+        &["certs", "revoke", "--identity", "agent:n2"],
+    );
+
+    // A revoked member can no longer relay anything to the leader (nor vote): a write
+    // sent only to it fails; the others go on.
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let via_follower = c.addr(follower).to_string();
+    let ok = c.cli_at(&via_follower, &["quota", "set", "t1", "--max-qp", "7"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let audit = c.cli_ok(&["audit", "-o", "json"]);
+    assert!(
+        audit.contains("(relayed by O=rdmaq, OU=member") && audit.contains("max-qp=7"),
+        "a relayed write names the member that relayed it: {audit}"
+    );
+    c.cli_ok(&[
+        "certs",
+        "revoke",
+        "--identity",
+        &format!("member:{follower}"),
+    ]);
+    let out = c.cli_at(
+        &via_follower,
+        &["quota", "set", "t1", "--max-qp", "8", "--timeout", "3"],
+    );
+    assert!(
+        !out.status.success(),
+        "a revoked member relayed a write: {}",
+        text(&out)
+    );
+    let quota = c.cli_ok(&["quota", "get", "t1", "-o", "json"]);
+    assert!(quota.contains("\"max_qp\": 7"), "{quota}");
+}

@@ -30,6 +30,35 @@ pub enum CertsCmd {
     },
     /// Issue a certificate for a role, signed by the CA in --dir.
     Issue(IssueArgs),
+    /// Revoke a certificate cluster-wide (replicated; refused on every call from then on).
+    Revoke(RevokeArgs),
+    /// List revoked certificates and identities.
+    Revoked,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["serial", "cert", "identity"])))]
+pub struct RevokeArgs {
+    /// The certificate's serial number (hex, colons allowed).
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// The certificate file itself (its serial is revoked).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// role:name, e.g. agent:node7 or member:3: every certificate for it (a decommissioned
+    /// node or member), until lifted.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Lift the revocation instead.
+    #[arg(long)]
+    pub lift: bool,
+}
+
+impl CertsCmd {
+    /// Whether the command works on local files only (no coordinator).
+    pub fn is_local(&self) -> bool {
+        matches!(self, CertsCmd::Init { .. } | CertsCmd::Issue(_))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +142,9 @@ fn read_ca(dir: &Path) -> anyhow::Result<Pem> {
 
 pub fn run(cmd: CertsCmd) -> anyhow::Result<String> {
     match cmd {
+        CertsCmd::Revoke(_) | CertsCmd::Revoked => {
+            unreachable!("revocations go to the coordinator (cmd::revoke)")
+        }
         CertsCmd::Init {
             dir,
             name,

@@ -7,4 +7,5 @@ pub mod exec;
 pub mod node;
 pub mod nodes;
 pub mod quota;
+pub mod revoke;
 pub mod usage;

@@ -61,6 +61,8 @@ pub struct Identity {
     pub role: Role,
     pub name: String,
     pub subject: String,
+    /// The certificate's serial number, lowercase hex (what `rdmaq certs revoke` names).
+    pub serial: String,
 }
 
 impl Identity {
@@ -71,7 +73,13 @@ impl Identity {
             role: Role::Admin,
             name: "insecure".into(),
             subject: "insecure (no TLS)".into(),
+            serial: String::new(),
         }
+    }
+
+    /// `role:name`, how revocations by name spell an identity.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.role, self.name)
     }
 
     /// Reads the role and name from a DER certificate (already verified by rustls).
@@ -108,6 +116,7 @@ impl Identity {
             role,
             name,
             subject: subject.to_string(),
+            serial: cert.raw_serial_as_string().replace(':', ""),
         })
     }
 }

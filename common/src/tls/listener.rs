@@ -14,31 +14,16 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use super::{Identity, Tls};
-
-/// Connection limits of a listener.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Connections open at once; more are closed at accept.
-    pub max_connections: usize,
-    /// Time a client has to complete the TLS handshake.
-    pub handshake_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 4096,
-            handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
+use super::{
+    Identity, Tls,
+    admission::{Admission, Limits},
+};
 
 /// What a request knows about its connection (tonic puts it in the request extensions).
 #[derive(Debug, Clone)]
@@ -56,7 +41,7 @@ enum Stream {
 /// An accepted, authenticated connection; its slot is freed when it closes.
 pub struct Conn {
     stream: Stream,
-    info: ConnInfo,
+    pub(super) info: ConnInfo,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -165,7 +150,7 @@ pub fn incoming(
     limits: Limits,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let admission = Arc::new(Admission::new(limits));
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -180,21 +165,33 @@ pub fn incoming(
             if tx.is_closed() {
                 return;
             }
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, max = limits.max_connections, "connection limit reached, closing");
-                continue;
+            let handshaking = match admission.begin(remote.ip()) {
+                Ok(h) => h,
+                Err(why) => {
+                    tracing::debug!(%remote, ?why, "connection closed before the handshake");
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let tx = tx.clone();
             let tls = tls.clone();
+            let admission = admission.clone();
             tokio::spawn(async move {
                 let shaken = tokio::time::timeout(
-                    limits.handshake_timeout,
+                    admission.handshake_timeout(),
                     handshake(tcp, remote, tls.as_deref()),
                 )
                 .await;
+                drop(handshaking);
                 match shaken {
                     Ok(Ok((stream, info))) => {
+                        let slot = match admission.open(info.identity.as_deref().ok()) {
+                            Ok(slot) => slot,
+                            Err(why) => {
+                                tracing::warn!(%remote, ?why, "connection limit reached, closing");
+                                return;
+                            }
+                        };
                         let conn = Conn {
                             stream,
                             info,

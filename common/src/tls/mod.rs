@@ -2,8 +2,11 @@
 //! reload, the verified identity of a peer, a listener that hands tonic authenticated
 //! connections, and a connector for clients.
 
+mod admission;
 mod args;
 mod client;
+#[cfg(feature = "http")]
+mod http;
 mod identity;
 #[cfg(feature = "certs")]
 pub mod issue;
@@ -23,10 +26,13 @@ use rustls::{
 };
 use serde::Deserialize;
 
+pub use admission::{Limits, Refused};
 pub use args::TlsArgs;
 pub use client::{connect_lazy, endpoint};
+#[cfg(feature = "http")]
+pub use http::HttpListener;
 pub use identity::{Identity, ORGANIZATION, Role};
-pub use listener::{ConnInfo, Limits, incoming};
+pub use listener::{Conn, ConnInfo, incoming};
 pub use mismatch::{error_chain, mismatch, status_text};
 pub use reload::watch;
 
@@ -92,6 +98,11 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         });
     }
     Ok(certs)
+}
+
+/// The identity in the (first) certificate of a PEM file, e.g. to revoke it.
+pub fn identity_of(path: &Path) -> Result<Identity, TlsError> {
+    Identity::from_der(&certs(path)?[0])
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

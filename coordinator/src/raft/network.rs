@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use openraft::{
     BasicNode,
-    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    error::{
+        InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+        Unreachable,
+    },
     network::{RPCOption, RaftNetwork, RaftNetworkFactory},
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
@@ -21,6 +24,10 @@ use super::{NodeId, TypeConfig};
 
 /// Largest Raft message (a snapshot chunk or a batch of entries).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+/// Most bytes of entries sent in one AppendEntries: openraft counts entries, not bytes,
+/// and must see each call answered within a heartbeat interval, so a follower far behind
+/// gets the log in pieces it can take in that time (an entry larger than this goes alone).
+pub const MAX_APPEND_BYTES: usize = 512 * 1024;
 
 /// A lazily connecting client to the member at `addr` (host:port), over mTLS with this
 /// member's certificate unless the cluster runs insecure.
@@ -71,6 +78,20 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(method, data, option).await
+    }
+
+    async fn send<Resp, E>(
+        &mut self,
+        method: Method,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {
@@ -79,7 +100,6 @@ impl Connection {
                 )));
             }
         };
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let reply = match method {
@@ -106,7 +126,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Method::Append, &req, &option).await
+        let data =
+            serde_json::to_vec(&req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(fewer) = fewer_entries(req.entries.len(), data.len()) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
+        self.send(Method::Append, data, &option).await
     }
 
     async fn install_snapshot(
@@ -126,5 +153,29 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(Method::Vote, &req, &option).await
+    }
+}
+
+/// How many entries to send instead, if `entries` entries encoded as `bytes` are too many.
+fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
+    (entries > 1 && bytes > MAX_APPEND_BYTES)
+        .then(|| (entries * MAX_APPEND_BYTES / bytes).clamp(1, entries - 1) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_cut_down_by_bytes_to_at_least_one_entry() {
+        assert_eq!(fewer_entries(300, MAX_APPEND_BYTES), None);
+        assert_eq!(
+            fewer_entries(1, 10 * MAX_APPEND_BYTES),
+            None,
+            "one entry goes alone"
+        );
+        assert_eq!(fewer_entries(300, 3 * MAX_APPEND_BYTES), Some(100));
+        assert_eq!(fewer_entries(2, 100 * MAX_APPEND_BYTES), Some(1));
+        assert_eq!(fewer_entries(10, MAX_APPEND_BYTES + 1), Some(9));
     }
 }

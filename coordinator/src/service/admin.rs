@@ -239,6 +239,72 @@ impl Admin for AdminService {
             .await?;
         Ok(Response::new(pb::ListAuditResponse { records }))
     }
+
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::ListRevokedResponse>, Status> {
+        let who = authz::admin(&self.cluster, &req, "Admin/Revoke")?;
+        let req = req.into_inner();
+        let what = match (req.serial.is_empty(), req.identity.is_empty()) {
+            (false, true) => state::Revoked::Serial(req.serial),
+            (true, false) => state::Revoked::Identity(req.identity),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "name exactly one of serial and identity",
+                ));
+            }
+        };
+        let what = what.checked().map_err(Error::Rejected)?;
+        // Revoking one's own certificate would leave the caller locked out mid-command.
+        let mut own = state::Revocations::default();
+        own.add(&what, 0);
+        if !req.lift && own.refuses(&who).is_some() {
+            return Err(Status::failed_precondition(format!(
+                "{what:?} covers your own certificate ({}); revoke it with another admin's",
+                who.key()
+            )));
+        }
+        let reply = self
+            .cluster
+            .batcher
+            .propose(
+                &who.subject,
+                if req.lift {
+                    Command::Unrevoke { what }
+                } else {
+                    Command::Revoke { what }
+                },
+            )
+            .await?;
+        ok_reply(reply)?;
+        let revocations = self.cluster.read(revocations_to_pb).await?;
+        Ok(Response::new(pb::ListRevokedResponse { revocations }))
+    }
+
+    async fn list_revoked(
+        &self,
+        req: Request<pb::ListRevokedRequest>,
+    ) -> Result<Response<pb::ListRevokedResponse>, Status> {
+        authz::reader(&self.cluster, &req, "Admin/ListRevoked")?;
+        let revocations = self.cluster.read(revocations_to_pb).await?;
+        Ok(Response::new(pb::ListRevokedResponse { revocations }))
+    }
+}
+
+fn revocations_to_pb(s: &state::State) -> Vec<pb::Revocation> {
+    let r = &s.revocations;
+    let serials = r.serials.iter().map(|(serial, at)| pb::Revocation {
+        serial: serial.clone(),
+        identity: String::new(),
+        revoked_unix_ms: *at,
+    });
+    let identities = r.identities.iter().map(|(identity, at)| pb::Revocation {
+        serial: String::new(),
+        identity: identity.clone(),
+        revoked_unix_ms: *at,
+    });
+    serials.chain(identities).collect()
 }
 
 /// Usage of one tenant, with its per-node breakdown.

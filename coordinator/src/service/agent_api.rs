@@ -35,6 +35,7 @@ impl Agent for AgentService {
         let who = authz::agent_for(&self.cluster, &req, "Agent/Register", &req.get_ref().node)?;
         let req = req.into_inner();
         names(&req.node, None)?;
+        validate::address(&req.address).map_err(Error::Rejected)?;
         let reply = self
             .cluster
             .batcher

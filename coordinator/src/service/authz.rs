@@ -53,6 +53,22 @@ fn check<T>(
             ));
         }
     };
+    let revoked = cluster
+        .applied
+        .read()
+        .expect("state lock")
+        .state
+        .revocations
+        .refuses(&who);
+    if let Some(why) = revoked {
+        return Err(deny(
+            cluster,
+            req,
+            who.role.as_str(),
+            method,
+            format!("{method} refused: {why}"),
+        ));
+    }
     if !roles.contains(&who.role) {
         let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         return Err(deny(

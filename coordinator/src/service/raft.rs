@@ -50,8 +50,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        authz::member(&self.cluster, &req, "Raft/Forward")?;
+        let via = authz::member(&self.cluster, &req, "Raft/Forward")?;
         let what: Forwarded = decode(req)?;
-        encode(&self.cluster.serve_forwarded(what).await)
+        encode(&self.cluster.serve_forwarded(what, &via.subject).await)
     }
 }

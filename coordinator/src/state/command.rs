@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Amounts, Dim, Limits,
+    Amounts, Dim, Limits, Revoked,
     model::{Allotment, LeasePolicy, QuotaRecord},
 };
 
@@ -44,6 +44,14 @@ pub enum Command {
     AuditMembership {
         action: String,
     },
+    /// Revokes a certificate, or every certificate of an identity.
+    Revoke {
+        what: Revoked,
+    },
+    /// Lifts a revocation.
+    Unrevoke {
+        what: Revoked,
+    },
 }
 
 /// A command and who asked for it (certificate subject, or "dev"/"local" without TLS).
@@ -51,6 +59,49 @@ pub enum Command {
 pub struct Proposal {
     pub actor: String,
     pub command: Command,
+}
+
+/// Bounds on the encoded (JSON) size of what a proposal holds, for sizing batches.
+const AMOUNTS_BYTES: usize = 96;
+const LIMITS_BYTES: usize = 1_024;
+const FIELD_BYTES: usize = 32;
+
+/// A string's encoded size at most (free text may need escapes of up to six bytes a char).
+fn text_bytes(s: &str) -> usize {
+    FIELD_BYTES + 6 * s.len()
+}
+
+impl Proposal {
+    /// At least its encoded size in the log, so that batches can be bounded by bytes.
+    pub fn size_bound(&self) -> usize {
+        text_bytes(&self.actor)
+            + match &self.command {
+                Command::SetQuota { tenant, .. } => text_bytes(tenant) + LIMITS_BYTES,
+                Command::DeleteQuota { tenant } => text_bytes(tenant),
+                Command::RegisterNode { node, address } => text_bytes(node) + text_bytes(address),
+                Command::RemoveNode { node } => text_bytes(node),
+                Command::Acquire { node, tenant, .. } => {
+                    text_bytes(node) + text_bytes(tenant) + 2 * AMOUNTS_BYTES
+                }
+                Command::Release { node, tenant, .. } => {
+                    text_bytes(node) + text_bytes(tenant) + AMOUNTS_BYTES
+                }
+                Command::Heartbeat { node, used } => {
+                    text_bytes(node)
+                        + used
+                            .iter()
+                            .map(|(t, _)| text_bytes(t) + AMOUNTS_BYTES)
+                            .sum::<usize>()
+                }
+                Command::AuditMembership { action } => text_bytes(action),
+                Command::Revoke {
+                    what: Revoked::Serial(x) | Revoked::Identity(x),
+                }
+                | Command::Unrevoke {
+                    what: Revoked::Serial(x) | Revoked::Identity(x),
+                } => text_bytes(x),
+            }
+    }
 }
 
 /// One log entry's payload: commands applied in order, at one instant. Concurrent requests

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Amounts, Dim, Limits,
+    Amounts, Dim, Limits, Revocations,
     command::{AllotmentView, ApplyError, Command, Reply, Request, Response},
     model::{Allotment, AuditRecord, Counters, LeasePolicy, NodeRecord, QuotaRecord},
     validate,
@@ -45,6 +45,8 @@ pub struct State {
     #[serde(default)]
     pub wall_ms: u64,
     pub counters: Counters,
+    #[serde(default, skip_serializing_if = "Revocations::is_empty")]
+    pub revocations: Revocations,
 }
 
 impl State {
@@ -93,6 +95,24 @@ impl State {
                 amounts,
             } => self.release(node, tenant, *amounts),
             Command::Heartbeat { node, used } => self.heartbeat(node, used, policy, actor),
+            Command::Revoke { what } => {
+                let what = what.clone().checked()?;
+                let at_ms = self.wall_of(self.now_ms);
+                self.revocations.add(&what, at_ms);
+                self.audit(actor, format!("revoked {what:?}"));
+                Ok(Reply::Done)
+            }
+            Command::Unrevoke { what } => {
+                let what = what.clone().checked()?;
+                if !self.revocations.lift(&what) {
+                    return Err(ApplyError::Invalid {
+                        field: "revocation".into(),
+                        reason: format!("{what:?} is not revoked"),
+                    });
+                }
+                self.audit(actor, format!("lifted the revocation of {what:?}"));
+                Ok(Reply::Done)
+            }
             Command::AuditMembership { action } => {
                 self.audit(actor, action.clone());
                 Ok(Reply::Done)
@@ -210,6 +230,7 @@ impl State {
         policy: LeasePolicy,
     ) -> Result<Reply, ApplyError> {
         validate::name("node", node)?;
+        validate::address(address)?;
         let now = self.now_ms;
         let rec = self
             .nodes

@@ -4,8 +4,11 @@
 pub mod command;
 pub mod machine;
 pub mod model;
+pub mod revocation;
 pub mod validate;
 
+#[cfg(test)]
+mod lease_clock_tests;
 #[cfg(test)]
 mod tests;
 
@@ -13,3 +16,4 @@ pub use command::{AllotmentView, ApplyError, Command, Proposal, Reply, Request, 
 pub use machine::State;
 pub use model::{Allotment, AuditRecord, Counters, LeasePolicy, NodeRecord, QuotaRecord};
 pub use rdmaq_model::{Amounts, Caps, Dim, Limits, WrPolicy};
+pub use revocation::{Revocations, Revoked};

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-const POLICY: LeasePolicy = LeasePolicy {
+pub(super) const POLICY: LeasePolicy = LeasePolicy {
     lease_ttl_ms: 1_000,
     node_dead_ms: 10_000,
 };
@@ -26,14 +26,14 @@ fn one(state: &mut State, now_ms: u64, cmd: Command) -> Reply {
     state.apply(&req(now_ms, cmd), 0).replies.remove(0)
 }
 
-fn qps(n: u64) -> Amounts {
+pub(super) fn qps(n: u64) -> Amounts {
     Amounts {
         qp: n,
         ..Amounts::ZERO
     }
 }
 
-fn cap_qp(n: u64) -> Limits {
+pub(super) fn cap_qp(n: u64) -> Limits {
     Limits {
         cluster: Caps {
             qp: Some(n),
@@ -79,7 +79,7 @@ fn acquire(s: &mut State, now: u64, node: &str, want: u64, min: u64) -> Reply {
     )
 }
 
-fn granted(r: &Reply) -> u64 {
+pub(super) fn granted(r: &Reply) -> u64 {
     match r {
         Reply::Granted { granted, .. } => granted.qp,
         Reply::Error(ApplyError::Insufficient { .. }) => 0,

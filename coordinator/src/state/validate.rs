@@ -12,7 +12,7 @@ pub const MAX_WR: u32 = 1 << 24;
 /// Creations per second per node.
 pub const MAX_RATE: u32 = 10_000_000;
 /// Tenants one heartbeat may report on (a node serving more is misconfigured or lying).
-pub const MAX_REPORTS: usize = 4_096;
+pub const MAX_REPORTS: usize = 1_024;
 /// What a node may report using beyond its allotment (objects its agent found around the
 /// library), where the tenant has no per-node cap: far more than a real node ever holds
 /// outside its allotment, yet bounded, so a lying agent cannot fill a tenant's cluster cap.
@@ -32,6 +32,26 @@ fn invalid(field: &str, reason: impl Into<String>) -> ApplyError {
 /// Tenant and node names (`rdmaq_model::check_name`), as the field `field`.
 pub fn name(field: &str, value: &str) -> Result<(), ApplyError> {
     rdmaq_model::check_name(value).map_err(|reason| invalid(field, reason))
+}
+
+/// Longest node address (host:port, or a DNS name and port).
+pub const MAX_ADDRESS_LEN: usize = 256;
+
+/// A node's advertised address: short, printable, no spaces (it is shown, never dialled).
+pub fn address(value: &str) -> Result<(), ApplyError> {
+    if value.len() > MAX_ADDRESS_LEN {
+        return Err(invalid(
+            "address",
+            format!("{} bytes long, the limit is {MAX_ADDRESS_LEN}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(invalid(
+            "address",
+            format!("{value:?} holds {c:?}: only printable ASCII without spaces"),
+        ));
+    }
+    Ok(())
 }
 
 fn count(field: &str, v: Option<u64>, max: u64) -> Result<(), ApplyError> {
@@ -74,6 +94,15 @@ pub fn limits(l: &Limits) -> Result<(), ApplyError> {
 mod tests {
     use super::*;
     use crate::state::Caps;
+
+    #[test]
+    fn addresses_are_short_and_printable() {
+        assert!(address("").is_ok());
+        assert!(address("10.0.0.7:7000").is_ok());
+        assert!(address(&"a".repeat(MAX_ADDRESS_LEN + 1)).is_err());
+        let e = address("host\nname").unwrap_err().to_string();
+        assert!(e.contains("address"), "{e}");
+    }
 
     #[test]
     fn names() {
