@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_model::{Amounts, Limits};
+use rdmaq_model::{Amounts, Limits, MAX_TENANTS_PER_NODE};
 
 use crate::{ledger::BudgetFrom, node::Agent};
 
@@ -65,6 +65,19 @@ async fn heartbeat(agent: &Agent) {
         .filter(|(_, t)| t.budget_from == BudgetFrom::Lease)
         .map(|(n, t)| ((n.clone(), t.charged()), (n.clone(), t.release_ops)))
         .unzip();
+    // A tenant not listed has no use here: listing only those with use keeps a report
+    // within what the coordinator takes (admission holds them to MAX_TENANTS_PER_NODE;
+    // objects found around the library could add more, the largest are reported).
+    let mut reports: Vec<_> = reports.into_iter().filter(|(_, u)| !u.is_zero()).collect();
+    if reports.len() > MAX_TENANTS_PER_NODE {
+        tracing::warn!(
+            tenants = reports.len(),
+            max = MAX_TENANTS_PER_NODE,
+            "more tenants in use than one heartbeat may report; reporting the largest"
+        );
+        reports.sort_by_key(|(_, u)| std::cmp::Reverse((u.qp, u.mr, u.mr_bytes)));
+        reports.truncate(MAX_TENANTS_PER_NODE);
+    }
     let sent = Instant::now();
     match c.heartbeat(reports).await {
         Ok(r) => {

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdmaq_model::{Amounts, Limits, QpShape, RateBucket, Resource, ShapeDenial};
+use rdmaq_model::{
+    Amounts, Limits, MAX_TENANTS_PER_NODE, QpShape, RateBucket, Resource, ShapeDenial,
+};
 
 /// Where a tenant's node budget comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,13 +271,29 @@ impl Ledger {
                 limit: 0,
             };
         };
-        let Some(t) = self.tenants.get_mut(&conn.tenant) else {
+        let Some(t) = self.tenants.get(&conn.tenant) else {
             return Decision::Denied {
                 scope: "tenant",
                 used: 0,
                 limit: 0,
             };
         };
+        if t.charged().is_zero() {
+            // A tenant's first object here: within the tenants a node may hold (and report).
+            let in_use = self
+                .tenants
+                .values()
+                .filter(|t| !t.charged().is_zero())
+                .count();
+            if in_use >= MAX_TENANTS_PER_NODE {
+                return Decision::Denied {
+                    scope: "node-tenants",
+                    used: in_use as u64,
+                    limit: MAX_TENANTS_PER_NODE as u64,
+                };
+            }
+        }
+        let t = self.tenants.get_mut(&conn.tenant).expect("looked up above");
         let count = if t.one_at_a_time(resource) {
             1
         } else {
@@ -591,6 +609,49 @@ mod tests {
         // A process that dies returns what it held (2 left after its release).
         l.disconnect(1);
         assert_eq!(l.tenants["t"].used.qp, 2);
+    }
+
+    #[test]
+    fn a_node_holds_resources_for_a_bounded_number_of_tenants() {
+        // Tenant names through the launcher could otherwise grow a heartbeat without end.
+        let now = Instant::now();
+        let mut l = ledger(qp_cap(100, 100), BudgetFrom::LocalCaps);
+        for i in 0..=MAX_TENANTS_PER_NODE as u64 {
+            let name = format!("t{i}");
+            l.tenants.insert(
+                name.clone(),
+                Tenant::new(qp_cap(100, 100), BudgetFrom::LocalCaps),
+            );
+            l.connect(1_000 + i, 1_000 + i as u32, &name);
+        }
+        for i in 0..MAX_TENANTS_PER_NODE as u64 - 1 {
+            let d = l.admit(1_000 + i, Resource::Qp, 1, 0, now, Attempt::First);
+            assert!(matches!(d, Decision::Granted { .. }), "{d:?}");
+        }
+        // With "t" (holding one) that is the limit: the next tenant is refused...
+        assert!(matches!(
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::First),
+            Decision::Granted { .. }
+        ));
+        let last = 1_000 + MAX_TENANTS_PER_NODE as u64;
+        assert_eq!(
+            l.admit(last, Resource::Qp, 1, 0, now, Attempt::First),
+            Decision::Denied {
+                scope: "node-tenants",
+                used: MAX_TENANTS_PER_NODE as u64,
+                limit: MAX_TENANTS_PER_NODE as u64
+            }
+        );
+        // ...while tenants already holding some go on, and room comes back on release.
+        assert!(matches!(
+            l.admit(1_000, Resource::Qp, 1, 0, now, Attempt::First),
+            Decision::Granted { .. }
+        ));
+        l.disconnect(1);
+        assert!(matches!(
+            l.admit(last, Resource::Qp, 1, 0, now, Attempt::First),
+            Decision::Granted { .. }
+        ));
     }
 
     #[test]

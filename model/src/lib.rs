@@ -21,7 +21,7 @@ mod resource;
 
 pub use amounts::{Amounts, Caps, Dim};
 pub use limits::{Limits, QpShape, ShapeDenial, WrPolicy};
-pub use name::{MAX_NAME_LEN, check_name};
+pub use name::{MAX_NAME_LEN, MAX_TENANTS_PER_NODE, check_name};
 pub use qp_types::{QpTypes, qpt};
 pub use rate::RateBucket;
 pub use resource::Resource;

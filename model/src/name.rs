@@ -4,6 +4,9 @@
 
 /// Longest name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
+/// Tenants one node may hold resources for at once, and so report on in one heartbeat: a
+/// node serving more is misconfigured or under attack (tenant names through the launcher).
+pub const MAX_TENANTS_PER_NODE: usize = 1_024;
 
 /// Checks a tenant or node name: 1..=128 bytes of `[A-Za-z0-9._:/@-]`, starting with a
 /// letter or digit. The error says what is wrong with it (and quotes it, escaped).

@@ -11,8 +11,9 @@ pub const MAX_BYTES: u64 = 1 << 60;
 pub const MAX_WR: u32 = 1 << 24;
 /// Creations per second per node.
 pub const MAX_RATE: u32 = 10_000_000;
-/// Tenants one heartbeat may report on (a node serving more is misconfigured or lying).
-pub const MAX_REPORTS: usize = 1_024;
+/// Tenants one heartbeat may report on (a node serving more is misconfigured or lying);
+/// agents never hold more.
+pub const MAX_REPORTS: usize = rdmaq_model::MAX_TENANTS_PER_NODE;
 /// What a node may report using beyond its allotment (objects its agent found around the
 /// library), where the tenant has no per-node cap: far more than a real node ever holds
 /// outside its allotment, yet bounded, so a lying agent cannot fill a tenant's cluster cap.
