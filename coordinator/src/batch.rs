@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use openraft::error::{ClientWriteError, RaftError};
+use rdmaq_common::tls::Identity;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
     forward::{ForwardReply, Forwarded, Forwarder, unexpected},
     lease_clock::LeaseClock,
     raft::{Raft, store::SharedState, with_quorum},
-    state::{Command, LeasePolicy, Proposal, Reply, Request},
+    state::{Command, Credential, LeasePolicy, Proposal, Reply, Request},
 };
 
 /// Writes proposals to the log as one entry.
@@ -41,6 +42,8 @@ impl Writer {
             .stamp(term, state_ms);
         Request {
             now_ms: stamp.now_ms,
+            term,
+            format: Request::FORMAT,
             wall_ms: stamp.wall_ms,
             policy: self.policy,
             proposals,
@@ -142,13 +145,29 @@ impl Batcher {
         Ok(replies)
     }
 
-    /// Proposes `command` on behalf of `actor` (the caller's certificate subject, for the
-    /// audit) and returns the state machine's reply to it, once committed and applied.
+    /// Proposes `command` recorded as by `actor` (the members' own records) and returns the
+    /// state machine's reply to it, once committed and applied.
     pub async fn propose(&self, actor: &str, command: Command) -> Result<Reply, Error> {
-        let proposal = Proposal {
+        self.submit(Proposal {
             actor: actor.to_string(),
             command,
-        };
+            caller: None,
+        })
+        .await
+    }
+
+    /// Proposes `command` for the verified caller `who`: audited under its certificate's
+    /// subject, and refused when it applies if that certificate has been revoked by then.
+    pub async fn propose_as(&self, who: &Identity, command: Command) -> Result<Reply, Error> {
+        self.submit(Proposal {
+            actor: who.subject.clone(),
+            command,
+            caller: Credential::of(who),
+        })
+        .await
+    }
+
+    async fn submit(&self, proposal: Proposal) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((proposal, tx))

@@ -78,6 +78,7 @@ impl From<Error> for tonic::Status {
         match e {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
             Error::Rejected(ApplyError::Invalid { .. }) => tonic::Status::invalid_argument(msg),
+            Error::Rejected(ApplyError::Revoked(_)) => tonic::Status::permission_denied(msg),
             Error::Rejected(ApplyError::UnknownTenant(_) | ApplyError::UnknownNode(_)) => {
                 tonic::Status::not_found(msg)
             }

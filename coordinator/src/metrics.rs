@@ -9,14 +9,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{Router, extract::ConnectInfo, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use rdmaq_common::tls::{HttpListener, Limits, Role, Tls};
+use rdmaq_common::tls::{ConnInfo, HttpListener, Limits, Role, Tls};
 
 use crate::{
     Error,
@@ -238,14 +238,30 @@ impl Collector for CoordinatorCollector {
 /// Serves `/metrics` on `addr` until the process ends: with `tls`, only to callers with an
 /// admin or viewer certificate.
 pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) -> Result<(), Error> {
+    let applied = cluster.applied.clone();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(CoordinatorCollector { cluster }));
     let registry = Arc::new(registry);
+    let secure = tls.is_some();
     let app = Router::new().route(
         "/metrics",
-        get(move || {
-            let registry = registry.clone();
+        get(move |ConnectInfo(conn): ConnectInfo<ConnInfo>| {
+            let (registry, applied) = (registry.clone(), applied.clone());
             async move {
+                // Checked per request: a keep-alive connection of a certificate revoked
+                // since it connected reads no more.
+                let revoked = match &conn.identity {
+                    Ok(who) if secure => applied
+                        .read()
+                        .expect("state lock")
+                        .state
+                        .revocations
+                        .refuses(who),
+                    _ => None,
+                };
+                if let Some(why) = revoked {
+                    return (axum::http::StatusCode::FORBIDDEN, why).into_response();
+                }
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &registry) {
                     Ok(()) => (
@@ -266,7 +282,6 @@ pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) ->
         path: addr.to_string().into(),
         source,
     };
-    let secure = tls.is_some();
     let listener = HttpListener::new(
         tokio::net::TcpListener::bind(addr).await.map_err(io)?,
         tls,
@@ -275,7 +290,12 @@ pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) ->
     )
     .map_err(io)?;
     tracing::info!(%addr, tls = secure, "metrics serving on /metrics");
-    axum::serve(listener, app).await.map_err(io)
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnInfo>(),
+    )
+    .await
+    .map_err(io)
 }
 
 /// Scrapers are few: a handful of connections at a time is plenty.

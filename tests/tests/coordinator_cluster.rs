@@ -475,7 +475,7 @@ fn metrics_show_grants_denials_and_tenant_caps() {
 }
 
 /// With `--metrics-tls`, /metrics answers admins and viewers only: plain text gets no
-/// answer, an agent's certificate is closed without one.
+/// answer, an agent's certificate is closed without one, a revoked viewer gets 403.
 #[test]
 fn metrics_over_tls_answer_viewers_only() {
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
@@ -498,6 +498,19 @@ fn metrics_over_tls_answer_viewers_only() {
     assert!(
         plain.as_ref().map_or(true, |b| !b.contains("rdmaq_")),
         "plain text read the metrics: {plain:?}"
+    );
+    // A revoked viewer reads no more.
+    let viewer = c.pki.viewer();
+    c.cli_ok(&[
+        "certs",
+        "revoke",
+        "--cert",
+        &viewer.cert.display().to_string(),
+    ]);
+    let body = rdmaq_lab::http::get_tls(metrics, "/metrics", &viewer).unwrap_or_default();
+    assert!(
+        body.starts_with("HTTP/1.1 403") && !body.contains("rdmaq_tenant_cap"),
+        "{body}"
     );
 }
 

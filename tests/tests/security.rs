@@ -420,6 +420,23 @@ fn revoked_certificates_lose_every_power_on_every_member() {
         assert!(e.message().contains("revoked"), "{e}");
     });
 
+    // A serial as another tool prints it (upper case, colons, a leading zero octet) is the
+    // same serial.
+    let n2 = c.pki.agent("n2");
+    let serial = rdmaq_common::tls::identity_of(&n2.cert).unwrap().serial;
+    let printed = format!("00:{}", serial.to_uppercase());
+    c.cli_ok(&["certs", "revoke", "--serial", &printed]);
+    rt.block_on(async {
+        let e = AgentClient::new(n2.channel(&addrs[0].to_string(), Duration::from_secs(5)))
+            .register(pb::RegisterRequest {
+                node: "n2".into(),
+                address: String::new(),
+            })
+            .await
+            .expect_err("revoked by its printed serial");
+        assert!(e.message().contains("revoked"), "{e}");
+    });
+
     // A decommissioned node: every certificate of it, until lifted.
     c.cli_ok(&["certs", "revoke", "--identity", "agent:n1"]);
     rt.block_on(async {

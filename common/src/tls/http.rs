@@ -47,14 +47,16 @@ impl HttpListener {
 
 impl axum::serve::Listener for HttpListener {
     type Io = Conn;
-    type Addr = Option<SocketAddr>;
+    /// Who is connected: handlers read it with `ConnectInfo<ConnInfo>` (serve the router
+    /// `into_make_service_with_connect_info::<ConnInfo>()`), to check it per request.
+    type Addr = ConnInfo;
 
-    async fn accept(&mut self) -> (Conn, Option<SocketAddr>) {
+    async fn accept(&mut self) -> (Conn, ConnInfo) {
         loop {
             match self.incoming.next().await {
                 Some(Ok(conn)) if self.admits(&conn.info) => {
-                    let remote = conn.info.remote;
-                    return (conn, remote);
+                    let info = conn.info.clone();
+                    return (conn, info);
                 }
                 Some(Ok(conn)) => {
                     tracing::warn!(remote = ?conn.info.remote, identity = ?conn.info.identity, allowed = ?self.allowed, "HTTP caller refused: role not allowed");
@@ -66,7 +68,18 @@ impl axum::serve::Listener for HttpListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<Option<SocketAddr>> {
-        Ok(Some(self.local))
+    fn local_addr(&self) -> io::Result<ConnInfo> {
+        Ok(ConnInfo {
+            remote: Some(self.local),
+            identity: Err(Arc::from("the listener itself")),
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>>
+    for ConnInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> ConnInfo {
+        stream.remote_addr().clone()
     }
 }

@@ -61,7 +61,7 @@ pub struct Identity {
     pub role: Role,
     pub name: String,
     pub subject: String,
-    /// The certificate's serial number, lowercase hex (what `rdmaq certs revoke` names).
+    /// The certificate's serial number (`canonical_serial`; what `rdmaq certs revoke` names).
     pub serial: String,
 }
 
@@ -116,9 +116,26 @@ impl Identity {
             role,
             name,
             subject: subject.to_string(),
-            serial: cert.raw_serial_as_string().replace(':', ""),
+            serial: canonical_serial(&cert.raw_serial_as_string())
+                .ok_or_else(|| TlsError::Identity("unreadable certificate serial".into()))?,
         })
     }
+}
+
+/// A certificate serial as rdmaq compares them: hex digits only, lower case, no leading
+/// zeros — so `00:8A:FF` (the DER octets), `8aff` (as openssl prints it) and `8AFF` are one
+/// serial. None unless it is hex (colons allowed).
+pub fn canonical_serial(s: &str) -> Option<String> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digits = hex.trim_start_matches('0').to_ascii_lowercase();
+    Some(if digits.is_empty() {
+        "0".into()
+    } else {
+        digits
+    })
 }
 
 impl fmt::Display for Identity {

@@ -31,7 +31,7 @@ pub use args::TlsArgs;
 pub use client::{connect_lazy, endpoint};
 #[cfg(feature = "http")]
 pub use http::HttpListener;
-pub use identity::{Identity, ORGANIZATION, Role};
+pub use identity::{Identity, ORGANIZATION, Role, canonical_serial};
 pub use listener::{Conn, ConnInfo, incoming};
 pub use mismatch::{error_chain, mismatch, status_text};
 pub use reload::watch;

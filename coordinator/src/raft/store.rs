@@ -469,9 +469,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Response::default()),
-                EntryPayload::Normal(req) => {
-                    out.push(applied.state.apply(&req, entry.log_id.index))
-                }
+                EntryPayload::Normal(req) => out.push(applied.state.apply(
+                    &req,
+                    entry.log_id.index,
+                    entry.log_id.leader_id.term,
+                )),
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     out.push(Response::default());

@@ -51,8 +51,8 @@ impl Admin for AdminService {
         let reply = self
             .cluster
             .batcher
-            .propose(
-                &who.subject,
+            .propose_as(
+                &who,
                 Command::SetQuota {
                     tenant: req.tenant,
                     limits,
@@ -95,7 +95,7 @@ impl Admin for AdminService {
         let reply = self
             .cluster
             .batcher
-            .propose(&who.subject, Command::DeleteQuota { tenant })
+            .propose_as(&who, Command::DeleteQuota { tenant })
             .await?;
         ok_reply(reply)?;
         Ok(Response::new(pb::DeleteQuotaResponse {}))
@@ -162,7 +162,7 @@ impl Admin for AdminService {
         let reply = self
             .cluster
             .batcher
-            .propose(&who.subject, Command::RemoveNode { node })
+            .propose_as(&who, Command::RemoveNode { node })
             .await?;
         ok_reply(reply)?;
         Ok(Response::new(pb::RemoveNodeResponse {}))
@@ -268,8 +268,8 @@ impl Admin for AdminService {
         let reply = self
             .cluster
             .batcher
-            .propose(
-                &who.subject,
+            .propose_as(
+                &who,
                 if req.lift {
                     Command::Unrevoke { what }
                 } else {

@@ -39,8 +39,8 @@ impl Agent for AgentService {
         let reply = self
             .cluster
             .batcher
-            .propose(
-                &who.subject,
+            .propose_as(
+                &who,
                 Command::RegisterNode {
                     node: req.node.clone(),
                     address: req.address,
@@ -71,7 +71,7 @@ impl Agent for AgentService {
             want: Amounts::from_pb(req.want),
             min: Amounts::from_pb(req.min),
         };
-        match ok_reply(self.cluster.batcher.propose(&who.subject, command).await?)? {
+        match ok_reply(self.cluster.batcher.propose_as(&who, command).await?)? {
             Reply::Granted {
                 granted,
                 allotment,
@@ -97,7 +97,7 @@ impl Agent for AgentService {
             tenant: req.tenant,
             amounts: Amounts::from_pb(req.amounts),
         };
-        match ok_reply(self.cluster.batcher.propose(&who.subject, command).await?)? {
+        match ok_reply(self.cluster.batcher.propose_as(&who, command).await?)? {
             Reply::Released { allotment } => Ok(Response::new(pb::ReleaseResponse {
                 allotment: Some(allotment_to_pb(&allotment)),
             })),
@@ -138,7 +138,7 @@ impl Agent for AgentService {
             node: req.node,
             used,
         };
-        match ok_reply(self.cluster.batcher.propose(&who.subject, command).await?)? {
+        match ok_reply(self.cluster.batcher.propose_as(&who, command).await?)? {
             Reply::HeartbeatAck {
                 lease_expires_ms,
                 allotments,

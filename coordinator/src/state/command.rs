@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Amounts, Dim, Limits, Revoked,
+    Amounts, Credential, Dim, Limits, Revoked,
     model::{Allotment, LeasePolicy, QuotaRecord},
 };
 
@@ -59,6 +59,15 @@ pub enum Command {
 pub struct Proposal {
     pub actor: String,
     pub command: Command,
+    /// The verified certificate of the caller, checked against the revocations again when
+    /// the command applies (none for the members' own records and without TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<Credential>,
+}
+
+impl Request {
+    /// Lease clock, report bounds, address checks, revocations.
+    pub const FORMAT: u32 = 1;
 }
 
 /// Bounds on the encoded (JSON) size of what a proposal holds, for sizing batches.
@@ -75,6 +84,10 @@ impl Proposal {
     /// At least its encoded size in the log, so that batches can be bounded by bytes.
     pub fn size_bound(&self) -> usize {
         text_bytes(&self.actor)
+            + self
+                .caller
+                .as_ref()
+                .map_or(0, |c| text_bytes(&c.serial) + text_bytes(&c.identity))
             + match &self.command {
                 Command::SetQuota { tenant, .. } => text_bytes(tenant) + LIMITS_BYTES,
                 Command::DeleteQuota { tenant } => text_bytes(tenant),
@@ -109,8 +122,16 @@ impl Proposal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The cluster's lease clock when the leader proposed the entry (see lease_clock.rs):
-    /// milliseconds of leaders' elapsed time, never a wall clock.
+    /// milliseconds of leaders' elapsed time, never a wall clock. Taken only from an entry
+    /// written in the term it was stamped for.
     pub now_ms: u64,
+    /// The term whose leader stamped `now_ms`.
+    #[serde(default)]
+    pub term: u64,
+    /// Which rules apply to the entry: `Request::FORMAT` for entries written by this
+    /// version, 0 for older ones (replayed as they were applied then).
+    #[serde(default)]
+    pub format: u32,
     /// The leader's wall clock (Unix ms), for display and the audit only.
     #[serde(default)]
     pub wall_ms: u64,
@@ -150,6 +171,8 @@ pub enum ApplyError {
     },
     #[error("invalid {field}: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("{0}")]
+    Revoked(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

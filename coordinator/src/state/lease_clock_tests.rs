@@ -83,14 +83,20 @@ impl Sim {
         self.index += 1;
         let request = Request {
             now_ms: stamp.now_ms,
+            term: self.term,
+            format: Request::FORMAT,
             wall_ms: stamp.wall_ms,
             policy: POLICY,
             proposals: vec![Proposal {
                 actor: "test".into(),
                 command,
+                caller: None,
             }],
         };
-        self.state.apply(&request, self.index).replies.remove(0)
+        self.state
+            .apply(&request, self.index, self.term)
+            .replies
+            .remove(0)
     }
 }
 

@@ -38,6 +38,9 @@ pub struct State {
     /// allotment from an older one, whatever order replies arrive in.
     #[serde(skip)]
     pub as_of: u64,
+    /// The rules of the entry being applied (`Request::format`).
+    #[serde(skip)]
+    pub format: u32,
     /// The lease clock: the latest time any entry carried; reads use it to tell expired
     /// leases.
     pub now_ms: u64,
@@ -50,13 +53,19 @@ pub struct State {
 }
 
 impl State {
-    /// Applies the entry at log `index`.
-    pub fn apply(&mut self, req: &Request, index: u64) -> Response {
-        // The lease clock never runs backwards (a new leader that has not applied everything
-        // yet starts a little behind: time pauses until it catches up).
-        self.now_ms = self.now_ms.max(req.now_ms);
-        if req.wall_ms != 0 {
-            self.wall_ms = req.wall_ms;
+    /// Applies the entry at log `index`, written in `term`.
+    pub fn apply(&mut self, req: &Request, index: u64, term: u64) -> Response {
+        self.format = req.format;
+        // Time is taken only from a stamp made by the leader of the entry's own term (a
+        // member that stamped as a follower, or just before an election, would carry a
+        // clock nobody vouches for): otherwise it pauses, which only lengthens leases. It
+        // never runs backwards (a new leader that has not applied everything yet starts a
+        // little behind: time pauses until it catches up).
+        if req.format == 0 || req.term == term {
+            self.now_ms = self.now_ms.max(req.now_ms);
+            if req.wall_ms != 0 {
+                self.wall_ms = req.wall_ms;
+            }
         }
         self.expire_leases(req.policy);
         let replies = req
@@ -65,8 +74,19 @@ impl State {
             .enumerate()
             .map(|(i, p)| {
                 self.as_of = (index << 16) | (i as u64 & 0xffff);
-                self.apply_one(&p.command, req.policy, &p.actor)
-                    .unwrap_or_else(Reply::Error)
+                // A certificate revoked after the call was let in (or on a member that had
+                // not applied the revocation yet) acts no more.
+                let revoked = p
+                    .caller
+                    .as_ref()
+                    .filter(|_| req.format >= 1)
+                    .and_then(|c| self.revocations.refuses_credential(c));
+                match revoked {
+                    Some(why) => Reply::Error(ApplyError::Revoked(why)),
+                    None => self
+                        .apply_one(&p.command, req.policy, &p.actor)
+                        .unwrap_or_else(Reply::Error),
+                }
             })
             .collect();
         Response { replies }
@@ -230,7 +250,9 @@ impl State {
         policy: LeasePolicy,
     ) -> Result<Reply, ApplyError> {
         validate::name("node", node)?;
-        validate::address(address)?;
+        if self.format >= 1 {
+            validate::address(address)?;
+        }
         let now = self.now_ms;
         let rec = self
             .nodes
@@ -472,10 +494,16 @@ impl State {
         let lease_expires_ms = self.renew(node, policy)?;
         // What one node reports counts against its tenants' caps only as far as it could be
         // true: a lying (stolen) or buggy agent affects its own share, never everyone's.
+        // (Entries of older versions are replayed as they were applied: unbounded.)
+        let (max_reports, bounded) = match self.format {
+            0 => (usize::MAX, false),
+            _ => (validate::MAX_REPORTS, true),
+        };
         let mut counted = Vec::with_capacity(used.len().min(validate::MAX_REPORTS));
-        for (tenant, reported) in used.iter().take(validate::MAX_REPORTS) {
-            if !self.quotas.contains_key(tenant) {
-                // Not counted anywhere (answered as unknown below).
+        for (tenant, reported) in used.iter().take(max_reports) {
+            if !bounded || !self.quotas.contains_key(tenant) {
+                // Counted as reported (an unknown tenant: not counted anywhere, answered as
+                // unknown below).
                 counted.push((tenant.clone(), *reported));
                 continue;
             }

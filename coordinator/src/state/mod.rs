@@ -16,4 +16,4 @@ pub use command::{AllotmentView, ApplyError, Command, Proposal, Reply, Request, 
 pub use machine::State;
 pub use model::{Allotment, AuditRecord, Counters, LeasePolicy, NodeRecord, QuotaRecord};
 pub use rdmaq_model::{Amounts, Caps, Dim, Limits, WrPolicy};
-pub use revocation::{Revocations, Revoked};
+pub use revocation::{Credential, Revocations, Revoked};

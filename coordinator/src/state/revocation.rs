@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use rdmaq_common::tls::Identity;
+use rdmaq_common::tls::{Identity, canonical_serial};
 use serde::{Deserialize, Serialize};
 
 use super::{command::ApplyError, validate};
@@ -23,6 +23,25 @@ pub struct Revocations {
     pub identities: BTreeMap<String, u64>,
 }
 
+/// A caller's certificate, as a proposal carries it to be checked when it applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// Canonical serial (`canonical_serial`).
+    pub serial: String,
+    /// `role:name`.
+    pub identity: String,
+}
+
+impl Credential {
+    /// None for the insecure (plain-text) caller, which has no certificate.
+    pub fn of(who: &Identity) -> Option<Credential> {
+        (!who.serial.is_empty()).then(|| Credential {
+            serial: who.serial.clone(),
+            identity: who.key(),
+        })
+    }
+}
+
 /// What a revocation names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Revoked {
@@ -38,19 +57,13 @@ impl Revoked {
             reason,
         };
         match self {
-            Revoked::Serial(s) => {
-                let hex = s.replace(':', "").to_ascii_lowercase();
-                if hex.is_empty()
-                    || hex.len() > MAX_LEN
-                    || !hex.bytes().all(|b| b.is_ascii_hexdigit())
-                {
-                    return Err(invalid(
-                        "serial",
-                        format!("{s:?} is not a hex certificate serial"),
-                    ));
-                }
-                Ok(Revoked::Serial(hex))
-            }
+            Revoked::Serial(s) => match canonical_serial(&s) {
+                Some(hex) if s.len() <= MAX_LEN => Ok(Revoked::Serial(hex)),
+                _ => Err(invalid(
+                    "serial",
+                    format!("{s:?} is not a hex certificate serial"),
+                )),
+            },
             Revoked::Identity(id) => {
                 let Some((role, name)) = id.split_once(':') else {
                     return Err(invalid(
@@ -97,16 +110,20 @@ impl Revocations {
 
     /// Why `who` may no longer call, if it is revoked.
     pub fn refuses(&self, who: &Identity) -> Option<String> {
-        if self.serials.contains_key(&who.serial) {
+        self.refuses_credential(&Credential::of(who)?)
+    }
+
+    /// Why the holder of `c` may no longer act, if it is revoked.
+    pub fn refuses_credential(&self, c: &Credential) -> Option<String> {
+        if self.serials.contains_key(&c.serial) {
             return Some(format!(
                 "certificate {} ({}) is revoked",
-                who.serial,
-                who.key()
+                c.serial, c.identity
             ));
         }
         self.identities
-            .contains_key(&who.key())
-            .then(|| format!("{} is revoked", who.key()))
+            .contains_key(&c.identity)
+            .then(|| format!("{} is revoked", c.identity))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,18 +149,19 @@ mod tests {
     #[test]
     fn a_serial_revokes_one_certificate_and_an_identity_all_until_lifted() {
         let mut r = Revocations::default();
-        let serial = Revoked::Serial("0A:ff".into()).checked().unwrap();
+        // As printed with a leading zero octet and upper case, as the certificate reads.
+        let serial = Revoked::Serial("00:8A:ff".into()).checked().unwrap();
         r.add(&serial, 5_000);
-        assert!(r.refuses(&who("0aff")).is_some());
-        assert!(r.refuses(&who("0b00")).is_none());
+        assert!(r.refuses(&who("8aff")).is_some());
+        assert!(r.refuses(&who("b00")).is_none());
         let id = Revoked::Identity("agent:n1".into()).checked().unwrap();
         r.add(&id, 10_000);
-        assert!(r.refuses(&who("0b00")).is_some());
+        assert!(r.refuses(&who("b00")).is_some());
         assert!(r.lift(&id));
         assert!(!r.lift(&id), "nothing left to lift");
-        assert!(r.refuses(&who("0b00")).is_none());
+        assert!(r.refuses(&who("b00")).is_none());
         assert!(
-            r.refuses(&who("0aff")).is_some(),
+            r.refuses(&who("8aff")).is_some(),
             "the serial stays revoked"
         );
     }

@@ -13,17 +13,20 @@ pub(super) const POLICY: LeasePolicy = LeasePolicy {
 fn req(now_ms: u64, cmd: Command) -> Request {
     Request {
         now_ms,
+        term: 1,
+        format: Request::FORMAT,
         wall_ms: 0,
         policy: POLICY,
         proposals: vec![Proposal {
             actor: "test".into(),
             command: cmd,
+            caller: None,
         }],
     }
 }
 
 fn one(state: &mut State, now_ms: u64, cmd: Command) -> Reply {
-    state.apply(&req(now_ms, cmd), 0).replies.remove(0)
+    state.apply(&req(now_ms, cmd), 0, 1).replies.remove(0)
 }
 
 pub(super) fn qps(n: u64) -> Amounts {
@@ -539,4 +542,52 @@ fn allotments_round_trip_and_snapshots_leave_out_an_empty_reclaim() {
     a.reclaim = qps(2);
     let text = serde_json::to_string(&a).unwrap();
     assert_eq!(serde_json::from_str::<Allotment>(&text).unwrap(), a);
+}
+
+#[test]
+fn only_a_stamp_of_the_entrys_own_term_moves_the_lease_clock() {
+    let mut s = setup(&["n1"], 10);
+    let tick = req(
+        5_000,
+        Command::AuditMembership {
+            action: "tick".into(),
+        },
+    );
+    // Stamped for term 1 (say, by a member before it won term 2), written in term 2: the
+    // clock pauses rather than take a time no leader vouches for.
+    s.apply(&tick, 7, 2);
+    assert_eq!(s.now_ms, 0);
+    s.apply(&tick, 8, 1);
+    assert_eq!(s.now_ms, 5_000);
+}
+
+#[test]
+fn a_caller_revoked_before_its_command_applies_changes_nothing() {
+    let mut s = setup(&["n1"], 10);
+    one(
+        &mut s,
+        0,
+        Command::Revoke {
+            what: Revoked::Serial("00:AB".into()),
+        },
+    );
+    // Let in by a member that had not applied the revocation yet.
+    let mut set = req(
+        0,
+        Command::SetQuota {
+            tenant: "t1".into(),
+            limits: cap_qp(1_000),
+        },
+    );
+    set.proposals[0].caller = Some(Credential {
+        serial: "ab".into(),
+        identity: "admin:mallory".into(),
+    });
+    let before = s.clone();
+    let reply = s.apply(&set, 9, 1).replies.remove(0);
+    assert!(
+        matches!(&reply, Reply::Error(ApplyError::Revoked(why)) if why.contains("ab")),
+        "{reply:?}"
+    );
+    assert_eq!(s.quotas, before.quotas);
 }
