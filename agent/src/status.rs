@@ -101,16 +101,10 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> Result<(), Error> {
     };
     // Bounded connections and handshakes, as on the coordinator (plain text: bind it to
     // loopback; the roles only apply with TLS).
-    let limits = Limits {
-        max_connections: 64,
-        max_handshakes: 64,
-        max_handshakes_per_address: 8,
-        ..Limits::default()
-    };
     let listener = HttpListener::new(
         tokio::net::TcpListener::bind(addr).await.map_err(io)?,
         None,
-        limits,
+        Limits::scrapers(),
         &[Role::Admin, Role::Viewer],
     )
     .map_err(io)?;

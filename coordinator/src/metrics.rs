@@ -285,7 +285,7 @@ pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) ->
     let listener = HttpListener::new(
         tokio::net::TcpListener::bind(addr).await.map_err(io)?,
         tls,
-        METRICS_LIMITS.clone(),
+        Limits::scrapers(),
         &[Role::Admin, Role::Viewer],
     )
     .map_err(io)?;
@@ -297,11 +297,3 @@ pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) ->
     .await
     .map_err(io)
 }
-
-/// Scrapers are few: a handful of connections at a time is plenty.
-static METRICS_LIMITS: std::sync::LazyLock<Limits> = std::sync::LazyLock::new(|| Limits {
-    max_connections: 64,
-    max_handshakes: 64,
-    max_handshakes_per_address: 8,
-    ..Limits::default()
-});

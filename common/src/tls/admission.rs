@@ -46,6 +46,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// For /metrics and /status: scrapers and operators are few, a handful of connections
+    /// at a time is plenty.
+    pub fn scrapers() -> Limits {
+        Limits {
+            max_connections: 64,
+            max_handshakes: 64,
+            max_handshakes_per_address: 8,
+            ..Limits::default()
+        }
+    }
+}
+
 /// Why a connection was closed unserved.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
