@@ -104,3 +104,90 @@ fn systemd_units_verify() {
         .collect();
     assert!(real.is_empty(), "systemd-analyze verify:\n{errors}");
 }
+
+/// Every `rdmaq_*` metric a dashboard expression names.
+fn metrics_queried(dashboard: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("an expression");
+            let mut rest = expr;
+            while let Some(at) = rest.find("rdmaq_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    names
+}
+
+/// The metric families a `/metrics` page declares (`# TYPE name ...`).
+fn metrics_exported(page: &str) -> std::collections::BTreeSet<String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The Grafana dashboard parses, every panel says what it shows, and every metric it queries
+/// is one a real coordinator member or agent exports (so a renamed metric fails here).
+#[test]
+fn the_grafana_dashboard_queries_metrics_that_exist() {
+    use rdmaq_lab::{coordinator::CoordinatorCluster, host_agent, http};
+
+    let text = std::fs::read_to_string(deploy().join("grafana/rdmaq.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] != "row" {
+            assert!(
+                panel["description"].as_str().is_some_and(|d| d.len() > 20),
+                "panel {} says nothing of what it shows",
+                panel["title"]
+            );
+        }
+    }
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let metrics = free_port();
+    let c = CoordinatorCluster::start(1, &["--metrics-listen", &metrics.to_string()]);
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "3"]);
+    let mut exported = metrics_exported(&http::get(metrics, "/metrics"));
+    // An agent leasing from that member, driven until every family the dashboard reads has
+    // a sample: admissions, a denial and a refused acquisition (beyond the cap of 3), a
+    // connection refused (over the per-uid limit).
+    let status = free_port();
+    let agent = host_agent::HostAgent::start(&format!(
+        "node = \"n1\"\nendpoints = [\"{}\"]\ndefault_tenant = \"t1\"\nstatus_listen = \"{status}\"\n\
+         max_connections_per_uid = 2\n{}",
+        c.addr(1),
+        c.pki.agent("n1").toml()
+    ));
+    let mut s = host_agent::connect(&agent.sock());
+    host_agent::hello(&mut s);
+    for seq in 1..=5 {
+        host_agent::admit_qps(&mut s, seq, 1);
+    }
+    let _second = host_agent::connect(&agent.sock());
+    let mut third = host_agent::connect(&agent.sock());
+    assert!(
+        host_agent::closed(&mut third),
+        "the per-uid limit let a third connection in"
+    );
+    exported.extend(metrics_exported(&http::get(status, "/metrics")));
+    for name in metrics_queried(&dashboard) {
+        let family = name.strip_suffix("_total").unwrap_or(&name);
+        assert!(
+            exported.contains(family),
+            "the dashboard queries {name}, which nothing exports; exported: {exported:?}"
+        );
+    }
+}
