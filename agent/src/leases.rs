@@ -24,6 +24,9 @@ pub async fn run(agent: Arc<Agent>) {
                 *agent.lease_ttl.lock().expect("ttl") = Duration::from_millis(r.lease_ttl_ms);
                 let sent = Instant::now();
                 let deadline = agent.lease_deadline(sent, Duration::from_millis(r.lease_ttl_ms));
+                // Until this agent sees the kernel's objects, what the coordinator knew this
+                // node to use stays charged here (see `Tenant::restart_floor`).
+                let blind = !agent.kernel_seen.load(std::sync::atomic::Ordering::SeqCst);
                 for a in &r.allotments {
                     // After a restart: the allotments this node still holds.
                     agent.ensure_tenant(&a.tenant).await;
@@ -34,6 +37,9 @@ pub async fn run(agent: Arc<Agent>) {
                             Amounts::from_pb(a.reclaim),
                             a.as_of,
                         );
+                        if blind {
+                            t.restart_floor = Amounts::from_pb(a.used);
+                        }
                         t.lease_valid_until = Some(deadline);
                     }
                 }

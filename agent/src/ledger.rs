@@ -44,6 +44,11 @@ pub struct Tenant {
     pub used: Amounts,
     /// Objects the kernel shows for this tenant that the library never admitted.
     pub unadmitted: Amounts,
+    /// After a restart, what the coordinator last knew this node used, until the agent sees
+    /// the kernel's objects itself: programs admitted by the previous agent (not yet
+    /// reconnected) or found around the library still hold that much, and neither a local
+    /// admission nor a report may act as if they did not.
+    pub restart_floor: Amounts,
     pub lease_valid_until: Option<Instant>,
     /// Budget usable while the lease cannot be proven alive (fail-static; zero: fail-closed).
     pub floor: Amounts,
@@ -75,6 +80,7 @@ impl Tenant {
             budget_from,
             used: Amounts::ZERO,
             unadmitted: Amounts::ZERO,
+            restart_floor: Amounts::ZERO,
             lease_valid_until: None,
             floor: Amounts::ZERO,
             last_admission: None,
@@ -135,7 +141,9 @@ impl Tenant {
 
     /// Everything charged to the tenant on this node.
     pub fn charged(&self) -> Amounts {
-        self.used.saturating_add(self.unadmitted)
+        self.used
+            .saturating_add(self.unadmitted)
+            .max(self.restart_floor)
     }
 
     pub fn lease_alive(&self, now: Instant) -> bool {
@@ -1039,6 +1047,35 @@ mod tests {
         // A later heartbeat brings what a lost reply did not.
         assert!(t.take_in(Amounts::qps(10), Amounts::qps(1), 31));
         assert_eq!((t.allotment, t.owed), (Amounts::qps(10), Amounts::qps(1)));
+    }
+
+    #[test]
+    fn after_a_restart_the_last_known_use_counts_until_the_kernel_is_seen() {
+        let qps = Amounts::qps;
+        let now = Instant::now();
+        let mut l = ledger(Limits::NONE, BudgetFrom::Lease);
+        let t = l.tenants.get_mut("t").unwrap();
+        t.take_in(qps(4), Amounts::ZERO, 1);
+        t.lease_valid_until = Some(now + Duration::from_secs(10));
+        // The previous agent admitted 4 QPs that are still held; nobody has claimed them.
+        t.restart_floor = qps(4);
+        assert!(matches!(
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::Last),
+            Decision::Denied { .. }
+        ));
+        // Their program reconnects and claims 3; the floor still holds the fourth.
+        l.tenants.get_mut("t").unwrap().used = qps(3);
+        assert_eq!(l.tenants["t"].charged(), qps(4));
+        // The kernel view is in: what is really held counts, no more.
+        l.tenants.get_mut("t").unwrap().restart_floor = Amounts::ZERO;
+        assert_eq!(
+            l.admit(1, Resource::Qp, 1, 0, now, Attempt::Last),
+            Decision::Granted {
+                count: 1,
+                bytes: 0,
+                clamp: None
+            }
+        );
     }
 
     #[test]

@@ -183,6 +183,12 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    if args.no_ebpf {
+        // No kernel view to wait for: a restart's floor would never be lifted.
+        agent
+            .kernel_seen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     tokio::spawn(leases::run(agent.clone()));
     tokio::spawn(leases::watch_quotas(agent.clone()));
     if !args.no_ebpf {

@@ -171,6 +171,9 @@ impl Monitor {
                     "kernel view seeded from the RDMA resource dump"
                 );
                 agent.preexisting.lock().expect("preexisting").extend(pids);
+                agent
+                    .kernel_seeded
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no RDMA resource dump; objects created before the agent started are counted only once a dump succeeds");

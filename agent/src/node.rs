@@ -47,6 +47,13 @@ pub struct Agent {
     /// admitted by a previous agent, so the backstop leaves them alone (they are still
     /// charged until their library reconnects and claims them).
     pub preexisting: Mutex<std::collections::HashSet<u32>>,
+    /// The eBPF monitor has seeded the kernel view from the resource dump.
+    pub kernel_seeded: std::sync::atomic::AtomicBool,
+    /// The kernel's objects are in the view (the eBPF monitor seeded it from the resource
+    /// dump and reconciliation counted what the library did not admit), or there is no
+    /// monitor to wait for. Until then, a restarted agent keeps each tenant's last known
+    /// use as a floor (`Tenant::restart_floor`).
+    pub kernel_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -63,6 +70,8 @@ impl Agent {
             kernel: Mutex::new(HashMap::new()),
             monitor_up: Mutex::new(false),
             preexisting: Mutex::new(std::collections::HashSet::new()),
+            kernel_seeded: std::sync::atomic::AtomicBool::new(false),
+            kernel_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -77,6 +77,9 @@ pub async fn run(agent: Arc<Agent>) {
     let mut tick = tokio::time::interval(PERIOD);
     loop {
         tick.tick().await;
+        // Read before the view: if seeding is done by now, this pass counts the kernel's
+        // objects, and a restart's floor has done its job at its end.
+        let seen = agent.kernel_seeded.load(Ordering::SeqCst);
         let kernel = agent.kernel.lock().expect("kernel view").clone();
         // (pid, tenant, unadmitted) for every process holding more than it was admitted.
         let mut found = Vec::new();
@@ -153,6 +156,12 @@ pub async fn run(agent: Arc<Agent>) {
         let mut ledger = agent.ledger();
         for (name, t) in ledger.tenants.iter_mut() {
             t.unadmitted = per_tenant.get(name).copied().unwrap_or_default();
+            if seen {
+                t.restart_floor = Amounts::ZERO;
+            }
+        }
+        if seen {
+            agent.kernel_seen.store(true, Ordering::SeqCst);
         }
     }
 }

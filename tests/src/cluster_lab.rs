@@ -41,6 +41,27 @@ impl ClusterLab {
     ) -> Result<ClusterLab, LabError> {
         let lab = Lab::start(&LabSpec::new(nodes, kernel))?;
         let coord = CoordinatorCluster::start_in(lab.netns(), HOST_ADDR, 3, extra);
+        Self::with_agents(lab, coord, agent_config)
+    }
+
+    /// Like `start_with`, but every coordinator member runs in a network namespace of its
+    /// own on the bridge, so that it can be partitioned (`Lab::isolate_member`).
+    pub fn start_apart(
+        nodes: usize,
+        kernel: Kernel,
+        extra: &[&str],
+        agent_config: &str,
+    ) -> Result<ClusterLab, LabError> {
+        let lab = Lab::start(&LabSpec::new(nodes, kernel))?;
+        let coord = CoordinatorCluster::start_apart(&lab, 3, extra)?;
+        Self::with_agents(lab, coord, agent_config)
+    }
+
+    fn with_agents(
+        lab: Lab,
+        coord: CoordinatorCluster,
+        agent_config: &str,
+    ) -> Result<ClusterLab, LabError> {
         let cl = ClusterLab {
             lab,
             coord,
@@ -59,26 +80,41 @@ impl ClusterLab {
 
     /// Starts (or restarts) the agent on `node`, detached, and waits for its socket.
     pub fn start_agent(&self, node: &Node) -> Result<(), LabError> {
-        let endpoints: Vec<String> = self
+        Self::start_agent_of(&self.coord, &self.agent_config, node)
+    }
+
+    /// The top-level keys added to every agent's configuration.
+    pub fn agent_config(&self) -> &str {
+        &self.agent_config
+    }
+
+    /// Starts (or restarts) an agent of `coord` on `node` with `agent_config` added to its
+    /// configuration (for callers that hold the cluster's parts apart).
+    pub fn start_agent_of(
+        coord: &CoordinatorCluster,
+        agent_config: &str,
+        node: &Node,
+    ) -> Result<(), LabError> {
+        let endpoints: Vec<String> = coord
             .endpoints()
             .split(',')
             .map(|e| format!("\"{e}\""))
             .collect();
         // The node's own agent certificate, copied onto the node as a real deployment would.
-        let cert = self.coord.pki.agent(node.name());
+        let cert = coord.pki.agent(node.name());
         let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("reading a certificate");
         let (ca, crt, key) = (read(&cert.ca), read(&cert.cert), read(&cert.key));
         let config = format!(
             "{}\nnode = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\", \"root\"]\ntenant = \"root\"\n\
              [tls]\nca = \"/tmp/tls/ca.pem\"\ncert = \"/tmp/tls/agent.pem\"\nkey = \"/tmp/tls/agent-key.pem\"\n",
-            self.agent_config,
+            agent_config,
             node.name(),
             endpoints.join(", ")
         );
         node.run_ok(&format!(
             "mkdir -p /tmp/tls && cat > /tmp/tls/ca.pem <<'EOF'\n{ca}EOF\ncat > /tmp/tls/agent.pem <<'EOF'\n{crt}EOF\n\
              cat > /tmp/tls/agent-key.pem <<'EOF'\n{key}EOF\nchmod 600 /tmp/tls/agent-key.pem\n\
-             cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
+             cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\necho $! > /tmp/agent.pid\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
             bin("rdmaq-agent").display()
         ))?;
         Ok(())

@@ -25,6 +25,9 @@ pub struct Member {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The network namespace the member runs in, when it is not the cluster's (a member
+    /// placed apart, so that it can be partitioned).
+    netns: Option<String>,
     /// Flags for this member only, after the cluster's (`set_flags`).
     flags: Vec<String>,
     child: Option<Child>,
@@ -53,7 +56,7 @@ impl CoordinatorCluster {
     /// Starts `n` members (ids 1..=n) forming one new cluster on loopback; `extra` flags go
     /// to each.
     pub fn start(n: u64, extra: &[&str]) -> CoordinatorCluster {
-        Self::start_with(n, extra, None, |_| free_port())
+        Self::start_with(n, extra, None, |_| (free_port(), None))
     }
 
     /// Starts `n` members in network namespace `netns` on `host` ports 7101, 7102, ...
@@ -64,15 +67,37 @@ impl CoordinatorCluster {
         extra: &[&str],
     ) -> CoordinatorCluster {
         Self::start_with(n, extra, Some(netns.to_string()), |id| {
-            SocketAddr::new(host.into(), 7100 + id as u16)
+            (SocketAddr::new(host.into(), 7100 + id as u16), None)
         })
+    }
+
+    /// Starts `n` members, each in a network namespace of its own on the lab's bridge
+    /// (`Lab::add_member_host`), so that any of them can be partitioned from the rest
+    /// (`Lab::isolate_member`); the CLI runs on the bridge's host side.
+    pub fn start_apart(
+        lab: &crate::Lab,
+        n: u64,
+        extra: &[&str],
+    ) -> Result<CoordinatorCluster, crate::LabError> {
+        let placed = (1..=n)
+            .map(|id| lab.add_member_host(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::start_with(
+            n,
+            extra,
+            Some(lab.netns().to_string()),
+            |id| {
+                let (ns, addr) = &placed[id as usize - 1];
+                (SocketAddr::new((*addr).into(), 7100), Some(ns.clone()))
+            },
+        ))
     }
 
     fn start_with(
         n: u64,
         extra: &[&str],
         netns: Option<String>,
-        addr: impl Fn(u64) -> SocketAddr,
+        place: impl Fn(u64) -> (SocketAddr, Option<String>),
     ) -> CoordinatorCluster {
         let dir = std::env::temp_dir().join(format!(
             "rdmaq-coord-{}-{}",
@@ -82,9 +107,11 @@ impl CoordinatorCluster {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("creating the cluster's directory");
         let members: Vec<Member> = (1..=n)
-            .map(|id| Member {
+            .map(|id| (id, place(id)))
+            .map(|(id, (addr, netns))| Member {
                 id,
-                addr: addr(id),
+                addr,
+                netns,
                 data_dir: dir.join(format!("m{id}")),
                 log: dir.join(format!("m{id}.log")),
                 flags: Vec::new(),
@@ -142,8 +169,15 @@ impl CoordinatorCluster {
     /// (Re)starts member `id` with its existing data.
     pub fn start_member(&mut self, id: u64) {
         let (extra, initial) = (self.extra.clone(), self.initial.clone());
-        let mut cmd = self.command(&bin("rdmaq-coordinator"));
         let addr = self.addr(id);
+        let mut cmd = match &self.member(id).netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("rdmaq-coordinator"));
+                c
+            }
+            None => self.command(&bin("rdmaq-coordinator")),
+        };
         let tls = self.pki.member(id, &[addr.ip().to_string()]).flags();
         let m = self.member(id);
         let log = fs::OpenOptions::new()
@@ -190,6 +224,14 @@ impl CoordinatorCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The exit status of member `id`'s process if it ended without `kill` (a crash).
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        self.member(id)
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn signal(&mut self, id: u64, sig: signal::Signal) {

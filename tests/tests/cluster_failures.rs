@@ -159,3 +159,41 @@ fn a_program_without_the_library_is_charged_cluster_wide() {
     assert_eq!(created(&out), 7, "{out}");
     bypass.kill();
 }
+
+/// Found by the nemesis: a restarted agent took in its allotments at registration but
+/// counted nothing as used until its eBPF view was seeded (half a minute under emulation),
+/// so it admitted again what programs admitted by its predecessor still held.
+#[test]
+fn a_restarted_agent_counts_what_its_node_held_until_it_sees_the_kernel() {
+    rdmaq_lab::require_lab!();
+    let cl = ClusterLab::start(2, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    set_quota(&cl, "t1", 4);
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        let node = cl.lab.node(1);
+        let holder = node.spawn(&format!(
+            "{} > /tmp/h.out 2>&1",
+            ClusterLab::exec("t1", "hold 4 120")
+        ));
+        assert_eq!(created(&created_in(node, "/tmp/h.out")), 4);
+        std::thread::sleep(Duration::from_secs(3)); // a heartbeat reports the use
+        // The agent dies and comes back; the holder makes no call, so it does not reconnect.
+        node.run_ok("pkill -9 -x rdmaq-agent; sleep 0.5").unwrap();
+        cl.start_agent(node).unwrap();
+        node.run_ok(
+            "for t in $(seq 300); do [ $(grep -c 'registered with the coordinator' /tmp/agent.log) -ge 2 ] && break; sleep 0.1; done",
+        )
+        .unwrap();
+        // Registered, its allotment taken in, the kernel not yet seen: no admission.
+        let out = node
+            .run_ok(&ClusterLab::exec("t1", "qps 1"))
+            .unwrap()
+            .stdout;
+        assert_eq!(created(&out), 0, "admitted beside the held cap: {out}");
+        holder.kill();
+        if let Err(t) = checker.finish(4) {
+            panic!("{t}");
+        }
+    });
+}

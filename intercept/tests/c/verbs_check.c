@@ -16,6 +16,8 @@
  *   verbs_check lonely N SECONDS      create N QPs, then the main thread exits (pthread_exit)
  *                                     while another thread holds the process SECONDS
  *   verbs_check churn SECONDS BYTES   register and deregister an MR of BYTES in a loop
+ *   verbs_check holdmix N M BYTES SECONDS
+ *                                     create N QPs and register M MRs of BYTES, hold them
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -258,6 +260,20 @@ static int cmd_hold(char **argv) {
 	return 0;
 }
 
+static int cmd_holdmix(char **argv) {
+	int n = atoi(argv[2]), m = atoi(argv[3]), ok = 0;
+	size_t bytes = strtoull(argv[4], NULL, 0);
+	struct ibv_qp **qps = calloc(n > 0 ? n : 1, sizeof(*qps));
+	create_qps(n, 0, qps);
+	for (int i = 0; i < m; i++)
+		if (ibv_reg_mr(pd, buffer(bytes), bytes, IBV_ACCESS_LOCAL_WRITE))
+			ok++;
+	printf("registered %d\n", ok);
+	fflush(stdout);
+	sleep(atoi(argv[5]));
+	return 0;
+}
+
 static atomic_int live, max_live, failures;
 static int iters;
 
@@ -330,6 +346,8 @@ int main(int argc, char **argv) {
 		return cmd_mrs(argc, argv);
 	if (!strcmp(argv[1], "hold") && argc > 3)
 		return cmd_hold(argv);
+	if (!strcmp(argv[1], "holdmix") && argc > 5)
+		return cmd_holdmix(argv);
 	if (!strcmp(argv[1], "threads") && argc > 3)
 		return cmd_threads(argv);
 	if (!strcmp(argv[1], "fork"))

@@ -185,6 +185,22 @@ impl Lab {
         net::set_tap(&self.name, i, true)
     }
 
+    /// A network namespace of its own for coordinator member `id`, on the bridge at
+    /// 10.77.0.(1 + id); returns its name and address. It goes when the lab does.
+    pub fn add_member_host(&self, id: u64) -> Result<(String, Ipv4Addr), LabError> {
+        net::create_member_host(&self.name, id)
+    }
+
+    /// Cuts member `id` (placed with `add_member_host`) off the network; it keeps running.
+    pub fn isolate_member(&self, id: u64) -> Result<(), LabError> {
+        net::set_member_link(&self.name, id, false)
+    }
+
+    /// Puts member `id` back on the network.
+    pub fn rejoin_member(&self, id: u64) -> Result<(), LabError> {
+        net::set_member_link(&self.name, id, true)
+    }
+
     /// Kills node `i`'s VM at once, as a power failure would.
     pub fn kill(&self, i: usize) {
         self.node(i).kill();
@@ -196,6 +212,7 @@ impl Drop for Lab {
         for node in &self.nodes {
             node.kill();
         }
+        net::destroy_members(&self.name);
         net::destroy(&self.name);
         let _ = fs::remove_dir_all(&self.dir);
     }
