@@ -9,6 +9,7 @@ pub mod coordinator;
 pub mod host_agent;
 pub mod http;
 pub mod lab;
+pub mod nemesis;
 pub mod node_agent;
 pub mod pki;
 pub mod programs;
