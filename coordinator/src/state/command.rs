@@ -66,8 +66,9 @@ pub struct Proposal {
 }
 
 impl Request {
-    /// Lease clock, report bounds, address checks, revocations.
-    pub const FORMAT: u32 = 1;
+    /// 1: lease clock, report bounds, address checks, revocations.
+    /// 2: budget ahead of demand is granted from half the room left (`ahead_of_demand`).
+    pub const FORMAT: u32 = 2;
 }
 
 /// Bounds on the encoded (JSON) size of what a proposal holds, for sizing batches.

@@ -50,6 +50,11 @@ pub struct State {
     pub counters: Counters,
     #[serde(default, skip_serializing_if = "Revocations::is_empty")]
     pub revocations: Revocations,
+    /// tenant -> lease-clock time until which it is contended: an acquisition was refused,
+    /// so every node gives back the spare part of its allotment at its next heartbeat, and
+    /// grants carry nothing ahead of demand (format 2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub contended: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -376,10 +381,22 @@ impl State {
                 .per_node
                 .headroom(current.allotted.max(current.used)),
         );
-        let granted = want.min(room);
+        let granted = if self.is_contended(tenant) {
+            ahead_of_demand(min, min, room)
+        } else if self.format >= 2 {
+            ahead_of_demand(want, min, room)
+        } else {
+            want.min(room)
+        };
         for d in Dim::ALL {
             if granted.get(d) < min.get(d) {
                 self.counters.denials += 1;
+                if self.format >= 2 {
+                    // Budget other nodes hold ahead of demand is asked back (found by the
+                    // nemesis: a busy node kept its spare while others were denied).
+                    self.contended
+                        .insert(tenant.to_string(), self.now_ms + policy.lease_ttl_ms / 2);
+                }
                 return Err(ApplyError::Insufficient {
                     tenant: tenant.to_string(),
                     dim: d,
@@ -544,6 +561,12 @@ impl State {
                 .find(|(t, _)| t == tenant)
                 .map(|(_, a)| *a)
                 .unwrap_or_default();
+            // (`is_contended`, by field: `rec` borrows the nodes.)
+            let contended = self.format >= 2
+                && self
+                    .contended
+                    .get(tenant)
+                    .is_some_and(|until| *until > self.now_ms);
             let per_node = match self.allotments.get_mut(tenant) {
                 Some(m) => m,
                 None => self.allotments.entry(tenant.clone()).or_default(),
@@ -553,10 +576,12 @@ impl State {
                     a.used = reported;
                     // While the tenant is above its caps, what the node is asked to give
                     // back follows its use: budget freed as use falls is asked back
-                    // instead of being admitted again above the cap.
+                    // instead of being admitted again above the cap. While another node
+                    // was refused, its spare is asked back the same way.
                     if let Some(q) = self.quotas.get(tenant) {
                         let total = self.totals.get(tenant).copied().unwrap_or_default();
-                        a.reclaim = reclaim(a, &q.limits, q.limits.cluster.exceeded_by(total));
+                        let give_back = q.limits.cluster.exceeded_by(total) || contended;
+                        a.reclaim = reclaim(a, &q.limits, give_back);
                     }
                 }
                 None => {
@@ -626,6 +651,15 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Whether an acquisition for `tenant` was refused within the last half lease (format 2).
+    pub fn is_contended(&self, tenant: &str) -> bool {
+        self.format >= 2
+            && self
+                .contended
+                .get(tenant)
+                .is_some_and(|until| *until > self.now_ms)
+    }
+
     /// Sum of the use the tenant's nodes last reported.
     pub fn used_total(&self, tenant: &str) -> Amounts {
         self.allotments
@@ -648,6 +682,22 @@ impl State {
 /// What a node is asked to give back of allotment `a` under `limits`: everything beyond the
 /// per-node cap that it is not using, and while the tenant is above its cluster-wide cap,
 /// everything it is not using.
+/// What an acquisition gets: what it needs now (`min`) if it fits, and of what it asks for
+/// ahead of demand at most half the room left after that — so that one busy node cannot
+/// take a tenant's whole cap ahead of demand while others need it now (found by the
+/// nemesis: a node asking for 16 MRs ahead took a cap of 8, and kept it while busy).
+fn ahead_of_demand(want: Amounts, min: Amounts, room: Amounts) -> Amounts {
+    let mut granted = want.min(room);
+    for d in Dim::ALL {
+        let (need, asked, left) = (min.get(d), want.get(d), room.get(d));
+        if need <= left {
+            let ahead = asked.saturating_sub(need).min((left - need) / 2);
+            granted.set(d, need + ahead);
+        }
+    }
+    granted
+}
+
 fn reclaim(a: &Allotment, limits: &Limits, over_cluster: bool) -> Amounts {
     let node_cap = limits.per_node.headroom(Amounts::ZERO);
     let mut target = a.allotted.min(node_cap).max(a.charged());

@@ -82,6 +82,19 @@ fn acquire(s: &mut State, now: u64, node: &str, want: u64, min: u64) -> Reply {
     )
 }
 
+/// Grants `node` all the room there is (asking for exactly that, nothing ahead of demand)
+/// and returns it.
+fn take_all(s: &mut State, now: u64, node: &str) -> u64 {
+    let room = match acquire(s, now, node, u64::MAX, u64::MAX) {
+        Reply::Error(ApplyError::Insufficient { available, .. }) => available,
+        other => panic!("unexpected {other:?}"),
+    };
+    if room == 0 {
+        return 0;
+    }
+    granted(&acquire(s, now, node, room, room))
+}
+
 pub(super) fn granted(r: &Reply) -> u64 {
     match r {
         Reply::Granted { granted, .. } => granted.qp,
@@ -95,7 +108,7 @@ fn grants_stop_at_the_cluster_cap() {
     let mut s = setup(&["n1", "n2", "n3"], 12);
     let got: u64 = ["n1", "n2", "n3"]
         .iter()
-        .map(|n| granted(&acquire(&mut s, 1, n, 8, 1)))
+        .map(|n| take_all(&mut s, 1, n))
         .sum();
     assert_eq!(got, 12);
     assert_eq!(s.totals["t1"].qp, 12);
@@ -103,6 +116,77 @@ fn grants_stop_at_the_cluster_cap() {
         acquire(&mut s, 2, "n1", 1, 1),
         Reply::Error(ApplyError::Insufficient { available: 0, .. })
     ));
+}
+
+#[test]
+fn budget_ahead_of_demand_comes_from_half_the_room_left() {
+    // Three busy nodes each need 1 QP now and ask 7 ahead: none takes the cap of 12.
+    let mut s = setup(&["n1", "n2", "n3"], 12);
+    let got: Vec<u64> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| granted(&acquire(&mut s, 1, n, 8, 1)))
+        .collect();
+    assert_eq!(got, [6, 3, 2]);
+    // What is needed now is granted whole, as long as it fits.
+    assert_eq!(granted(&acquire(&mut s, 2, "n1", 1, 1)), 1);
+    assert!(matches!(
+        acquire(&mut s, 2, "n2", 1, 1),
+        Reply::Error(ApplyError::Insufficient { available: 0, .. })
+    ));
+    // Entries of the older format keep the older rule (replay gives what it gave).
+    let mut s = setup(&["n1"], 12);
+    let mut old = req(
+        1,
+        Command::Acquire {
+            node: "n1".into(),
+            tenant: "t1".into(),
+            want: qps(8),
+            min: qps(1),
+        },
+    );
+    old.format = 1;
+    assert_eq!(granted(&s.apply(&old, 0, 1).replies.remove(0)), 8);
+}
+
+#[test]
+fn a_refused_acquisition_asks_every_node_for_its_spare() {
+    let mut s = setup(&["n1", "n2"], 12);
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 12, 12)), 12);
+    let beat = |s: &mut State, now, used| {
+        one(
+            s,
+            now,
+            Command::Heartbeat {
+                node: "n1".into(),
+                used: vec![("t1".into(), qps(used))],
+            },
+        )
+    };
+    beat(&mut s, 2, 4);
+    assert_eq!(
+        s.allotment("t1", "n1").reclaim.qp,
+        0,
+        "n1 may keep its spare"
+    );
+    // n2 needs one now and is refused: n1, busy with 4, is asked for its spare 8.
+    assert_eq!(granted(&acquire(&mut s, 3, "n2", 4, 1)), 0);
+    beat(&mut s, 4, 4);
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 8);
+    one(
+        &mut s,
+        5,
+        Command::Release {
+            node: "n1".into(),
+            tenant: "t1".into(),
+            amounts: qps(8),
+        },
+    );
+    // While contended, grants carry nothing ahead of demand.
+    assert_eq!(granted(&acquire(&mut s, 6, "n2", 4, 1)), 1);
+    // Half a lease later, they do again, and spare is no longer asked back.
+    assert_eq!(granted(&acquire(&mut s, 600, "n2", 4, 1)), 4);
+    beat(&mut s, 601, 4);
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 0);
 }
 
 #[test]
@@ -151,7 +235,7 @@ fn a_lying_node_affects_only_its_own_share_and_is_audited_once() {
     one(&mut s, 1, lie());
     one(&mut s, 2, lie());
     assert_eq!(s.allotment("t1", "n1").used.qp, 6);
-    assert_eq!(granted(&acquire(&mut s, 3, "n2", 12, 1)), 6);
+    assert_eq!(take_all(&mut s, 3, "n2"), 6);
     let audited: Vec<_> = s
         .audit
         .iter()
@@ -165,7 +249,7 @@ fn a_lying_node_affects_only_its_own_share_and_is_audited_once() {
     one(&mut s, 1, lie());
     assert_eq!(s.allotment("t1", "n1").used.qp, validate::MAX_UNADMITTED.qp);
     assert_eq!(
-        granted(&acquire(&mut s, 2, "n2", 100_000, 1)),
+        take_all(&mut s, 2, "n2"),
         100_000 - validate::MAX_UNADMITTED.qp
     );
 }
@@ -183,8 +267,8 @@ fn expiry_reclaims_only_unused_budget() {
         },
     );
     // n1 goes silent; after its lease (1 s) the unused 6 become grantable, the used 4 stay.
-    assert_eq!(granted(&acquire(&mut s, 500, "n2", 10, 0)), 0);
-    assert_eq!(granted(&acquire(&mut s, 1_200, "n2", 10, 0)), 6);
+    assert_eq!(take_all(&mut s, 500, "n2"), 0);
+    assert_eq!(take_all(&mut s, 1_200, "n2"), 6);
     assert_eq!(s.allotment("t1", "n1").allotted.qp, 4);
     // Past the node-dead timeout the used part is released too (n2, alive, keeps its 6).
     for t in (1_300..10_200).step_by(900) {
@@ -198,7 +282,7 @@ fn expiry_reclaims_only_unused_budget() {
         );
     }
     assert_eq!(s.allotment("t1", "n1").allotted.qp, 4, "not dead yet");
-    assert_eq!(granted(&acquire(&mut s, 10_200, "n2", 10, 0)), 4);
+    assert_eq!(take_all(&mut s, 10_200, "n2"), 4);
     assert_eq!(s.totals["t1"].qp, 10);
 }
 
@@ -288,7 +372,7 @@ fn use_reported_beyond_an_allotment_counts_against_the_cap() {
             used: vec![("t1".into(), qps(3))],
         },
     );
-    assert_eq!(granted(&acquire(&mut s, 1, "n1", 10, 0)), 7);
+    assert_eq!(take_all(&mut s, 1, "n1"), 7);
 }
 
 #[test]
@@ -304,8 +388,8 @@ fn per_node_cap_limits_one_node() {
             limits,
         },
     );
-    assert_eq!(granted(&acquire(&mut s, 0, "n1", 8, 0)), 3);
-    assert_eq!(granted(&acquire(&mut s, 0, "n2", 8, 0)), 3);
+    assert_eq!(take_all(&mut s, 0, "n1"), 3);
+    assert_eq!(take_all(&mut s, 0, "n2"), 3);
 }
 
 #[test]

@@ -309,8 +309,8 @@ fn room_throughout(r: &Records, b: &Bounds, hist: &CapHistory<'_>, a: &Attempt) 
 
 /// What the coordinator may rightly still charge a tenant at sample `s` (besides run
 /// `except`): every node's objects, and for a node that is out (its agent down, or cut off)
-/// at least what it held when it went out — its last report stays charged until it
-/// reports again.
+/// at least the most it held in the heartbeat before it went out — its last report stays
+/// charged until it reports again (after a restart, until it sees the kernel).
 fn charged_count(r: &Records, b: &Bounds, s: &Sample, tenant: &str, dim: Dim, except: u64) -> u64 {
     let on = |s: &Sample, node: usize| {
         s.nodes[node]
@@ -336,9 +336,15 @@ fn charged_count(r: &Records, b: &Bounds, s: &Sample, tenant: &str, dim: Dim, ex
                 })
                 .map(|f| f.injected)
                 .min();
-            let before = went_out
-                .and_then(|t| r.samples.iter().rev().find(|x| x.at < t))
-                .map_or(0, |x| on(x, node));
+            // Its last report may predate the last sample by a heartbeat and a round trip.
+            let before = went_out.map_or(0, |t| {
+                r.samples
+                    .iter()
+                    .filter(|x| x.at < t && x.at + 2 * b.lag >= t)
+                    .map(|x| on(x, node))
+                    .max()
+                    .unwrap_or(0)
+            });
             on(s, node).max(before)
         })
         .sum()
