@@ -683,7 +683,8 @@ impl State {
 /// per-node cap that it is not using, and while the tenant is above its cluster-wide cap,
 /// everything it is not using.
 /// What an acquisition gets: what it needs now (`min`) if it fits, and of what it asks for
-/// ahead of demand at most half the room left after that — so that one busy node cannot
+/// ahead of demand at most half the room left after that (at least one unit, so that asking
+/// again and again ahead of demand reaches the last one) — so that one busy node cannot
 /// take a tenant's whole cap ahead of demand while others need it now (found by the
 /// nemesis: a node asking for 16 MRs ahead took a cap of 8, and kept it while busy).
 fn ahead_of_demand(want: Amounts, min: Amounts, room: Amounts) -> Amounts {
@@ -691,7 +692,8 @@ fn ahead_of_demand(want: Amounts, min: Amounts, room: Amounts) -> Amounts {
     for d in Dim::ALL {
         let (need, asked, left) = (min.get(d), want.get(d), room.get(d));
         if need <= left {
-            let ahead = asked.saturating_sub(need).min((left - need) / 2);
+            let half = ((left - need) / 2).max(1).min(left - need);
+            let ahead = asked.saturating_sub(need).min(half);
             granted.set(d, need + ahead);
         }
     }

@@ -133,6 +133,12 @@ fn budget_ahead_of_demand_comes_from_half_the_room_left() {
         acquire(&mut s, 2, "n2", 1, 1),
         Reply::Error(ApplyError::Insufficient { available: 0, .. })
     ));
+    // Asking ahead of demand again and again reaches the last unit (half of one is one).
+    let mut s = setup(&["n1"], 5);
+    let got: Vec<u64> = (1..=4)
+        .map(|now| granted(&acquire(&mut s, now, "n1", 5, 0)))
+        .collect();
+    assert_eq!(got, [2, 1, 1, 1]);
     // Entries of the older format keep the older rule (replay gives what it gave).
     let mut s = setup(&["n1"], 12);
     let mut old = req(
