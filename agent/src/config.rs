@@ -129,8 +129,18 @@ pub struct Rule {
     pub cgroup: Option<String>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-    /// The tenant; may be omitted when `launcher_tenants` is set.
+    /// The tenant; may be omitted when `launcher_tenants` or `tenant_from` is set.
     pub tenant: Option<String>,
+    /// Take the tenant from the process itself instead of naming one: `"pod-namespace"`
+    /// charges a process in a Kubernetes pod to the pod's namespace (from the kubelet's
+    /// directories under `pod_log_dir`). A process that is in no pod the kubelet knows does
+    /// not match the rule. Needs a `cgroup` glob anchored at the kubelet's cgroup root.
+    #[serde(default)]
+    pub tenant_from: Option<TenantFrom>,
+    /// Put before the name `tenant_from` finds (e.g. `"k8s:"` makes namespace `ml` tenant
+    /// `k8s:ml`).
+    #[serde(default)]
+    pub tenant_prefix: String,
     /// Tenants a launcher (`rdmaq exec --tenant`, `RDMAQ_TENANT`) may name for processes
     /// matching this rule: globs (`*` matches any run of characters). A name matching none
     /// is refused at the program's hello.
@@ -140,6 +150,14 @@ pub struct Rule {
     /// silently let launchers name any tenant).
     #[serde(default)]
     pub allow_launcher: Option<bool>,
+}
+
+/// Where a rule's tenant comes from when it names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TenantFrom {
+    /// The namespace of the Kubernetes pod the process runs in.
+    PodNamespace,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +211,10 @@ pub struct Config {
     /// Where the cgroup-v2 hierarchy is mounted.
     #[serde(default = "defaults::cgroup_root")]
     pub cgroup_root: PathBuf,
+    /// The kubelet's per-pod log directories (`<namespace>_<pod>_<uid>`), which rules with
+    /// `tenant_from = "pod-namespace"` read.
+    #[serde(default = "defaults::pod_log_dir")]
+    pub pod_log_dir: PathBuf,
     /// Tenant of processes no rule matches.
     #[serde(default = "defaults::default_tenant")]
     pub default_tenant: String,
@@ -234,9 +256,46 @@ mod defaults {
     pub fn cgroup_root() -> PathBuf {
         "/sys/fs/cgroup".into()
     }
+    pub fn pod_log_dir() -> PathBuf {
+        "/var/log/pods".into()
+    }
     pub fn default_tenant() -> String {
         "default".into()
     }
+}
+
+/// A rule that takes the tenant from the pod: it names no tenant itself, and its cgroup glob
+/// is anchored — an unanchored one (`*kubepods*`) would also match a cgroup an unprivileged
+/// user made in their own delegated subtree and named like a pod.
+fn validate_tenant_from(i: usize, r: &Rule) -> Result<(), Error> {
+    if r.tenant.is_some() {
+        return Err(bad(
+            &format!("rules[{i}].tenant_from"),
+            "set either tenant or tenant_from, not both",
+        ));
+    }
+    match r.cgroup.as_deref() {
+        Some(g) if g.starts_with('/') && !g[1..].starts_with('*') && g.len() > 1 => {}
+        other => {
+            return Err(bad(
+                &format!("rules[{i}].cgroup"),
+                format!(
+                    "{other:?}: a tenant_from rule needs a cgroup glob anchored at the kubelet's \
+                     cgroup root, e.g. \"/kubepods*\" (an unanchored glob also matches cgroups \
+                     users may create and name like a pod)"
+                ),
+            ));
+        }
+    }
+    if !r.tenant_prefix.is_empty() {
+        rdmaq_model::check_name(&format!("{}x", r.tenant_prefix)).map_err(|why| {
+            bad(
+                &format!("rules[{i}].tenant_prefix"),
+                format!("{:?} cannot start a tenant name: {why}", r.tenant_prefix),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> Error {
@@ -286,10 +345,18 @@ impl Config {
                      launcher may choose for this rule's processes",
                 ));
             }
-            if r.tenant.is_none() && r.launcher_tenants.is_empty() {
+            if r.tenant.is_none() && r.launcher_tenants.is_empty() && r.tenant_from.is_none() {
                 return Err(bad(
                     &format!("rules[{i}].tenant"),
-                    "a rule needs a tenant or launcher_tenants",
+                    "a rule needs a tenant, tenant_from or launcher_tenants",
+                ));
+            }
+            if r.tenant_from.is_some() {
+                validate_tenant_from(i, r)?;
+            } else if !r.tenant_prefix.is_empty() {
+                return Err(bad(
+                    &format!("rules[{i}].tenant_prefix"),
+                    "only applies with tenant_from",
                 ));
             }
             if r.cgroup.is_none() && r.uid.is_none() && r.gid.is_none() {
@@ -387,6 +454,30 @@ mod tests {
             ("default_tenant = \"a b\"", "default_tenant"),
             ("[[rules]]\nuid = 5\ntenant = \"-x\"", "rules[0].tenant"),
             ("on_lease_lost = \"panic\"", "panic"),
+            (
+                "[[rules]]\ncgroup = \"*kubepods*\"\ntenant_from = \"pod-namespace\"",
+                "rules[0].cgroup",
+            ),
+            (
+                "[[rules]]\ntenant_from = \"pod-namespace\"",
+                "rules[0].cgroup",
+            ),
+            (
+                "[[rules]]\ncgroup = \"/kubepods*\"\ntenant_from = \"pod-namespace\"\ntenant = \"x\"",
+                "rules[0].tenant_from",
+            ),
+            (
+                "[[rules]]\ncgroup = \"/kubepods*\"\ntenant_from = \"pod-namespace\"\ntenant_prefix = \"a b\"",
+                "rules[0].tenant_prefix",
+            ),
+            (
+                "[[rules]]\nuid = 5\ntenant = \"x\"\ntenant_prefix = \"k8s:\"",
+                "rules[0].tenant_prefix",
+            ),
+            (
+                "[[rules]]\ncgroup = \"/kubepods*\"\ntenant_from = \"pod-label\"",
+                "pod-label",
+            ),
         ] {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(key), "{key:?} not named in: {err}");
@@ -413,6 +504,7 @@ mod tests {
             "unknown_tenant",
             "backstop",
             "cgroup_root",
+            "pod_log_dir",
             "default_tenant",
             "rules",
             "tenants",

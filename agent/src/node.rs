@@ -54,11 +54,14 @@ pub struct Agent {
     /// monitor to wait for. Until then, a restarted agent keeps each tenant's last known
     /// use as a floor (`Tenant::restart_floor`).
     pub kernel_seen: std::sync::atomic::AtomicBool,
+    /// The node's Kubernetes pods, for rules that charge a pod's namespace.
+    pub pods: crate::pod::PodDirectory,
 }
 
 impl Agent {
     pub fn new(cfg: Config, node: String, coordinator: Option<Coordinator>) -> Agent {
         Agent {
+            pods: crate::pod::PodDirectory::new(&cfg.pod_log_dir),
             cfg,
             node,
             ledger: Mutex::new(Ledger::default()),

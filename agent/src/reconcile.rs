@@ -63,6 +63,7 @@ fn resolve_owner(agent: &Agent, pid: u32) -> Owner {
         gid,
         cgroup: cgroup.as_deref(),
         launcher: &launcher,
+        pods: Some(&agent.pods),
     };
     // A launcher name the rules refuse is not the process's to choose: it is charged to its
     // rule's tenant (or the default) instead.

@@ -244,6 +244,7 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
         gid: cred.gid(),
         cgroup: cgroup.as_deref(),
         launcher: &h.launcher_tenant,
+        pods: Some(&agent.pods),
     };
     let resolved = tenant::resolve(&agent.cfg.rules, &agent.cfg.default_tenant, &peer);
     if let Some(why) = resolved.launcher_refused {

@@ -2,7 +2,10 @@
 //! the configured rules, never the client's word — except a launcher-named tenant, and
 //! only one the matching rule's `launcher_tenants` patterns allow.
 
-use crate::config::Rule;
+use crate::{
+    config::{Rule, TenantFrom},
+    pod::PodDirectory,
+};
 
 /// The process's cgroup v2 path (`0::/path` in /proc/PID/cgroup).
 pub fn cgroup_of(pid: u32) -> Option<String> {
@@ -38,6 +41,8 @@ pub struct Peer<'a> {
     pub cgroup: Option<&'a str>,
     /// What the launcher named (`RDMAQ_TENANT`), empty if nothing.
     pub launcher: &'a str,
+    /// The node's pods, for rules that take the tenant from the pod.
+    pub pods: Option<&'a PodDirectory>,
 }
 
 /// The agent's decision for a peer.
@@ -64,6 +69,25 @@ pub fn resolve(rules: &[Rule], default: &str, peer: &Peer<'_>) -> Resolved {
         if !matches {
             continue;
         }
+        // A rule that takes the tenant from the process matches only a process it can name
+        // one for.
+        let from = match rule.tenant_from {
+            Some(TenantFrom::PodNamespace) => {
+                let Some(pod) = peer
+                    .pods
+                    .zip(peer.cgroup)
+                    .and_then(|(pods, cgroup)| pods.pod_of_cgroup(cgroup))
+                else {
+                    continue;
+                };
+                let tenant = format!("{}{}", rule.tenant_prefix, pod.namespace);
+                if rdmaq_model::check_name(&tenant).is_err() {
+                    continue;
+                }
+                Some(tenant)
+            }
+            None => None,
+        };
         if !peer.launcher.is_empty() {
             match launcher_allowed(rule, peer.launcher) {
                 Ok(()) => {
@@ -75,9 +99,9 @@ pub fn resolve(rules: &[Rule], default: &str, peer: &Peer<'_>) -> Resolved {
                 Err(why) => refused = Some(format!("rules[{i}]: {why}")),
             }
         }
-        if let Some(t) = &rule.tenant {
+        if let Some(tenant) = from.or_else(|| rule.tenant.clone()) {
             return Resolved {
-                tenant: t.clone(),
+                tenant,
                 launcher_refused: refused,
             };
         }
@@ -151,6 +175,7 @@ mod tests {
             gid: 0,
             cgroup,
             launcher,
+            pods: None,
         };
         let tenant = |p: &Peer<'_>| resolve(&rules, "default", p).tenant;
         // A rule without patterns ignores the launcher, and says so.
@@ -176,5 +201,67 @@ mod tests {
                 launcher_refused: None
             }
         );
+    }
+
+    #[test]
+    fn a_pod_namespace_rule_charges_the_namespace_of_the_pod_a_process_runs_in() {
+        let dir = std::env::temp_dir().join(format!("rdmaq-rule-pods-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ml-team_trainer-0_0f5c3ad4-8f0e-4a0b-9c5e-2b1d7f3e6a91"))
+            .unwrap();
+        let pods = PodDirectory::new(&dir);
+        let rules = vec![
+            Rule {
+                cgroup: Some("/kubepods*".into()),
+                tenant_from: Some(TenantFrom::PodNamespace),
+                tenant_prefix: "k8s:".into(),
+                launcher_tenants: vec!["batch-*".into()],
+                ..Rule::default()
+            },
+            // Pods the kubelet does not (yet) list fall through to the next rule.
+            Rule {
+                cgroup: Some("/kubepods*".into()),
+                tenant: Some("k8s-unknown".into()),
+                ..Rule::default()
+            },
+        ];
+        let in_pod = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f5c3ad4_8f0e_4a0b_9c5e_2b1d7f3e6a91.slice/cri-containerd-5b0a.scope";
+        let tenant = |cgroup: &str, launcher: &str| {
+            resolve(
+                &rules,
+                "default",
+                &Peer {
+                    uid: 1000,
+                    gid: 1000,
+                    cgroup: Some(cgroup),
+                    launcher,
+                    pods: Some(&pods),
+                },
+            )
+        };
+        assert_eq!(tenant(in_pod, "").tenant, "k8s:ml-team");
+        // The launcher still chooses only within the rule's patterns.
+        assert_eq!(tenant(in_pod, "batch-7").tenant, "batch-7");
+        let r = tenant(in_pod, "ops");
+        assert_eq!(r.tenant, "k8s:ml-team");
+        assert!(r.launcher_refused.is_some());
+        assert_eq!(
+            tenant(
+                "/kubepods/besteffort/pod3c9d1e2f-aaaa-bbbb-cccc-123456789abc/x",
+                ""
+            )
+            .tenant,
+            "k8s-unknown"
+        );
+        // A user's own delegated cgroup named like that pod is not in the kubelet's tree.
+        assert_eq!(
+            tenant(
+                "/user.slice/user-1000.slice/user@1000.service/kubepods-besteffort-pod0f5c3ad4_8f0e_4a0b_9c5e_2b1d7f3e6a91.slice/x",
+                ""
+            )
+            .tenant,
+            "default"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

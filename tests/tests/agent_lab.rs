@@ -400,3 +400,87 @@ fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
     assert!(n.run_ok("pidof verbs_check").is_ok(), "the holder died");
     holder.kill();
 }
+
+/// Kubernetes' node-local layout, faked in the VM: pod cgroups as the systemd and cgroupfs
+/// drivers name them, and kubelet-style pod directories. Programs run under the library in
+/// those cgroups (no launcher, no environment naming a tenant) are charged to their pod's
+/// namespace and capped by its caps — also a pod that appears after the agent started. A
+/// pod the kubelet does not list, and a cgroup outside the kubelet's tree named like a
+/// pod, get the default tenant (denied here).
+#[test]
+fn a_program_in_a_pod_is_charged_to_the_pods_namespace() {
+    rdmaq_lab::require_lab!();
+    let lab = start();
+    let n = lab.node(1);
+    const ML: &str = "0f5c3ad4-8f0e-4a0b-9c5e-2b1d7f3e6a91";
+    const WEB: &str = "3c9d1e2f-aaaa-bbbb-cccc-123456789abc";
+    const GHOST: &str = "99999999-8888-7777-6666-555555555555";
+    let id = "5b0a2f1c9d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a";
+    let systemd_pod = |uid: &str| {
+        format!(
+            "/sys/fs/cgroup/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        )
+    };
+    let ml = systemd_pod(ML);
+    let web = format!("/sys/fs/cgroup/kubepods/burstable/pod{WEB}/{id}");
+    let ghost = format!("/sys/fs/cgroup/kubepods/burstable/pod{GHOST}/{id}");
+    let lookalike = format!(
+        "/sys/fs/cgroup/user.slice/user-1000.slice/kubepods-besteffort-pod{}.slice/app",
+        ML.replace('-', "_")
+    );
+    n.run_ok(&format!(
+        "mkdir -p {ml} {web} {ghost} {lookalike} /tmp/kubelet-pods/ml-team_trainer-0_{ML}"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _agent = node_agent::start(
+        n,
+        "unknown_tenant = \"deny\"\npod_log_dir = \"/tmp/kubelet-pods\"\n\
+         [[rules]]\ncgroup = \"/kubepods*\"\ntenant_from = \"pod-namespace\"\n\
+         [tenants.ml-team]\nmax_qp = 3\n[tenants.web]\nmax_qp = 1",
+        "",
+    );
+    // A pod scheduled after the agent started.
+    n.run_ok(&format!(
+        "mkdir -p /tmp/kubelet-pods/web_frontend-7d9f_{WEB}"
+    ))
+    .unwrap();
+    let in_cgroup = |cgroup: &str| {
+        let out = n
+            .run_ok(&format!(
+                "echo $$ > {cgroup}/cgroup.procs && RDMAQ_AGENT_SOCKET={SOCKET} \
+                 RDMA_INTERCEPT_LOG_FILE_PATH=/tmp/lib.log LD_PRELOAD={} exec {} qps 5",
+                bins::bin("librdmaq_intercept.so").display(),
+                programs::verbs_check().display()
+            ))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stdout;
+        (field(&out, "created"), out)
+    };
+    let (created, out) = in_cgroup(&ml);
+    assert_eq!(created, "3", "ml-team's cap is 3: {out}");
+    assert!(field(&out, "first_errno").ends_with("EDQUOT"), "{out}");
+    let (created, out) = in_cgroup(&web);
+    assert_eq!(created, "1", "web's cap is 1: {out}");
+    for cgroup in [&ghost, &lookalike] {
+        let (created, out) = in_cgroup(cgroup);
+        assert_eq!(created, "0", "{cgroup} is no listed pod: {out}");
+    }
+    let status = n
+        .run_ok(&format!(
+            "{} node status --agent {STATUS} -o json",
+            bins::bin("rdmaq").display()
+        ))
+        .unwrap()
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let names: Vec<&str> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for tenant in ["ml-team", "web", "default"] {
+        assert!(names.contains(&tenant), "{tenant} missing: {status}");
+    }
+}
