@@ -41,6 +41,7 @@ print(" ".join(sorted(kinds)))
                 "coordinator.yaml",
                 "agent.yaml",
                 "kustomization.yaml",
+                "workload-example.yaml",
             ]
             .map(|f| k8s.join(f)),
         )
@@ -53,8 +54,108 @@ print(" ".join(sorted(kinds)))
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "DaemonSet Kustomization Namespace Service StatefulSet"
+        "DaemonSet Job Kustomization Namespace Service StatefulSet"
     );
+}
+
+const VALIDATOR: &str = "/opt/rdmaq-tools/bin/kubernetes-validate";
+
+/// `kubernetes-validate --strict` (Kubernetes' own JSON schemas, offline) on a YAML stream.
+fn validate(yaml: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(VALIDATOR)
+        .args(["--strict", "--quiet", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{VALIDATOR}: {e} (installed by scripts/install-deps.sh into a venv)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_kustomization_renders_and_every_manifest_passes_the_kubernetes_schemas() {
+    let rendered = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy().join("k8s"))
+        .output()
+        .expect("kubectl (Debian's kubernetes-client, installed by scripts/install-deps.sh)");
+    assert!(
+        rendered.status.success(),
+        "kubectl kustomize deploy/k8s: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let rendered = String::from_utf8(rendered.stdout).unwrap();
+    for object in [
+        "kind: Namespace",
+        "kind: StatefulSet",
+        "kind: DaemonSet",
+        "name: rdmaq-agent-config",
+        "name: rdmaq-coordinator-config",
+        "tenant_from = \"pod-namespace\"",
+    ] {
+        assert!(
+            rendered.contains(object),
+            "{object} not rendered:\n{rendered}"
+        );
+    }
+    let workload = std::fs::read_to_string(deploy().join("k8s/workload-example.yaml")).unwrap();
+    let all = format!("{rendered}\n---\n{workload}");
+    let out = validate(&all);
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The validator is strict for real: a misspelt field fails it.
+    let misspelt = workload.replace(
+        "readOnly: true",
+        "readOnly: true\n              redOnly: true",
+    );
+    assert!(
+        !validate(&misspelt).status.success(),
+        "kubernetes-validate passed a misspelt field"
+    );
+}
+
+/// The shipped manifests agree with each other and with the image and the agent config:
+/// the image tag is the workspace version (what scripts/build-image.sh tags), the agent
+/// mounts the pod directory its rules read, and the example workload's library path is
+/// where the image keeps it.
+#[test]
+fn manifests_agree_with_the_image_and_the_agent_config() {
+    let version = env!("CARGO_PKG_VERSION");
+    let k8s = deploy().join("k8s");
+    let read = |f: &str| std::fs::read_to_string(k8s.join(f)).unwrap();
+    for f in ["agent.yaml", "coordinator.yaml", "workload-example.yaml"] {
+        let text = read(f);
+        let images: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .filter(|i| i.starts_with("rdmaq"))
+            .collect();
+        assert!(!images.is_empty(), "{f} runs no rdmaq image");
+        for image in images {
+            assert_eq!(image, format!("rdmaq:{version}"), "{f}");
+        }
+    }
+    let agent_cfg = read("agent.toml");
+    assert!(agent_cfg.contains("pod_log_dir = \"/var/log/pods\""));
+    let agent = read("agent.yaml");
+    assert!(agent.contains("mountPath: /var/log/pods") && agent.contains("path: /var/log/pods"));
+    let workload = read("workload-example.yaml");
+    assert!(workload.contains("/usr/lib/rdmaq/librdmaq_intercept.so"));
+    assert!(workload.contains("value: /rdmaq/lib/librdmaq_intercept.so"));
+    assert!(workload.contains("path: /run/rdmaq"));
 }
 
 #[test]
