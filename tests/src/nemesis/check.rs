@@ -230,9 +230,12 @@ fn stranded(r: &Records, b: &Bounds, h: &BTreeMap<&str, CapHistory<'_>>, v: &mut
                 let length = last.saturating_sub(first);
                 let what = format!(
                     "node{node} {tenant}: denied with room from {:.1}s for {:.1}s \
-                     (first refusal: {refusal}); rdmaq's view at its start: {}; at its end: {}",
+                     (first refusal: {refusal}); the kernel's {tenant} objects (QPs/MRs) at \
+                     its start: {}; at its end: {}; rdmaq's view at its start: {}; at its end: {}",
                     first.as_secs_f64(),
                     length.as_secs_f64(),
+                    kernel_at(r, tenant, first),
+                    kernel_at(r, tenant, last),
                     view_at(r, first),
                     view_at(r, last)
                 );
@@ -312,18 +315,7 @@ fn room_throughout(r: &Records, b: &Bounds, hist: &CapHistory<'_>, a: &Attempt) 
 /// at least the most it held in the heartbeat before it went out — its last report stays
 /// charged until it reports again (after a restart, until it sees the kernel).
 fn charged_count(r: &Records, b: &Bounds, s: &Sample, tenant: &str, dim: Dim, except: u64) -> u64 {
-    let on = |s: &Sample, node: usize| {
-        s.nodes[node]
-            .objects
-            .iter()
-            .filter(|(d, run)| {
-                *d == dim
-                    && run.is_some_and(|run| {
-                        run != except && r.launches.get(&run).is_some_and(|l| l.tenant == tenant)
-                    })
-            })
-            .count() as u64
-    };
+    let on = |s: &Sample, node: usize| held_on(r, s, node, tenant, dim, except);
     (0..s.nodes.len())
         .map(|node| {
             let went_out = r
@@ -348,6 +340,40 @@ fn charged_count(r: &Records, b: &Bounds, s: &Sample, tenant: &str, dim: Dim, ex
             on(s, node).max(before)
         })
         .sum()
+}
+
+/// The objects the kernel showed at sample `s` on `node` for `tenant`'s programs (but run
+/// `except`).
+fn held_on(r: &Records, s: &Sample, node: usize, tenant: &str, dim: Dim, except: u64) -> u64 {
+    s.nodes[node]
+        .objects
+        .iter()
+        .filter(|(d, run)| {
+            *d == dim
+                && run.is_some_and(|run| {
+                    run != except && r.launches.get(&run).is_some_and(|l| l.tenant == tenant)
+                })
+        })
+        .count() as u64
+}
+
+/// The checker's own count of `tenant`'s objects per node at the sample nearest `t`
+/// (diagnosis: set beside rdmaq's view).
+fn kernel_at(r: &Records, tenant: &str, t: Duration) -> String {
+    let Some(s) = r.samples.iter().min_by_key(|s| s.at.abs_diff(t)) else {
+        return "no sample".into();
+    };
+    (0..s.nodes.len())
+        .map(|node| {
+            format!(
+                "node{} {}/{}",
+                node + 1,
+                held_on(r, s, node, tenant, Dim::Qp, u64::MAX),
+                held_on(r, s, node, tenant, Dim::Mr, u64::MAX)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn fault_to_admission(r: &Records, v: &mut Verdict) {
