@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, RingBuf},
     programs::KProbe,
 };
-use rdmaq_ebpf_common::{Event, config};
+use rdmaq_ebpf_common::{Counts, Event, config};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -143,19 +143,20 @@ impl Monitor {
         if !during.is_empty() {
             apply(agent, &during);
         }
+        let (dumped, orphans) = dumped;
         let mut view = agent.kernel.lock().expect("kernel view");
-        // Busy while the dump ran, or gone (their objects outlive them, unattributed in the
-        // dump): left to the events.
-        let leave: HashSet<u32> = during
-            .iter()
-            .map(|e| e.tgid)
-            .chain(
-                view.keys()
-                    .copied()
-                    .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()),
-            )
+        // Busy while the dump ran: left to the events. Gone: their objects may outlive
+        // them, listed in the dump without a process — as many as it lists stay charged.
+        let busy: HashSet<u32> = during.iter().map(|e| e.tgid).collect();
+        let gone: HashSet<u32> = view
+            .keys()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
             .collect();
-        let corrected = kernel::correct(&mut view, &dumped, &leave);
+        let leave: HashSet<u32> = busy.union(&gone).copied().collect();
+        let quiet_gone: HashSet<u32> = gone.difference(&busy).copied().collect();
+        let corrected = kernel::correct(&mut view, &dumped, &leave)
+            + kernel::bound_gone(&mut view, &quiet_gone, &orphans);
         Ok((corrected, dumped.keys().copied().collect()))
     }
 
@@ -227,8 +228,9 @@ fn apply(agent: &Agent, events: &[Event]) {
 /// The kernel's own list of live QPs and MRs per process (the RDMA netlink resource dump
 /// that `rdma resource show` prints): the starting point of the view, so that a restarted
 /// agent counts objects created before it started, once.
-pub fn dump() -> Result<KernelView, Error> {
+pub fn dump() -> Result<(KernelView, Counts), Error> {
     let mut view = KernelView::new();
+    let mut orphans = Counts::default();
     for what in ["qp", "mr"] {
         let out = std::process::Command::new("rdma")
             .args(["resource", "show", what, "-j"])
@@ -242,9 +244,9 @@ pub fn dump() -> Result<KernelView, Error> {
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let entries: Vec<serde_json::Value> = serde_json::from_str(text.trim()).unwrap_or_default();
-        kernel::add_dump(&mut view, what, &entries);
+        kernel::add_dump(&mut view, &mut orphans, what, &entries);
     }
-    Ok(view)
+    Ok((view, orphans))
 }
 
 /// Retries loading until it works (ib_core may load after the agent starts), then runs.
