@@ -98,12 +98,10 @@ pub async fn run(
         cfg.test_clock_offset_ms,
     ));
 
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| Error::Io {
-            path: cfg.listen.to_string().into(),
-            source,
-        })?;
+    let listener = listen(cfg.listen).map_err(|source| Error::Io {
+        path: cfg.listen.to_string().into(),
+        source,
+    })?;
     tracing::info!(id = cfg.id, listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "member serving");
 
     if let Some(addr) = cfg.metrics_listen {
@@ -177,4 +175,20 @@ pub async fn run(
         .await;
     let _ = cluster.raft.shutdown().await;
     served.map_err(|e| Error::Raft(format!("gRPC server: {e}")))
+}
+
+/// The members' listener, with a deeper accept queue than the usual 1,024 (the kernel caps
+/// it at `net.core.somaxconn`, 4,096 by default): under a connection flood the members
+/// refuse silent peers fast after accept, but a full queue drops every new connection —
+/// agents', CLIs' and peers' too — before the listener sees it.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
