@@ -11,11 +11,7 @@
 //! cgroup namespace (containerd and CRI-O); a path seen through another namespace (`/..`)
 //! is never taken for a pod.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{collections::HashMap, path::PathBuf, sync::Mutex};
 
 /// The pod UID in a process's cgroup path, the first pod component from the root:
 /// - systemd driver: `.../kubepods-besteffort-pod<uid, '-' as '_'>.slice/cri-containerd-<id>.scope`
@@ -83,10 +79,6 @@ impl PodDirectory {
             dir: dir.into(),
             known: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The pod a process in `cgroup` belongs to, if it is a pod this node's kubelet runs.

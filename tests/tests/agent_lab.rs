@@ -26,6 +26,19 @@ fn field(out: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
 }
 
+/// `rdmaq node status -o json` of the node's agent: the text (for messages) and its JSON.
+fn node_status(n: &Node) -> (String, serde_json::Value) {
+    let status = n
+        .run_ok(&format!(
+            "{} node status --agent {STATUS} -o json",
+            bins::bin("rdmaq").display()
+        ))
+        .unwrap()
+        .stdout;
+    let v = serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
+    (status, v)
+}
+
 /// `rdmaq exec --tenant TENANT -- verbs_check ARGS` against the node's agent.
 fn exec(tenant: &str, args: &str) -> String {
     format!(
@@ -309,14 +322,7 @@ fn a_program_without_the_library_is_charged_reported_and_capped_in_its_cgroup() 
     );
     assert!(node_agent::metric(n, "rdmaq_agent_unadmitted_objects_total{tenant=\"t-root\"}") >= 2);
     // Charged to the tenant.
-    let status = n
-        .run_ok(&format!(
-            "{} node status --agent {STATUS} -o json",
-            bins::bin("rdmaq").display()
-        ))
-        .unwrap()
-        .stdout;
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let (status, v) = node_status(n);
     let t = v["tenants"]
         .as_array()
         .unwrap()
@@ -374,14 +380,7 @@ fn a_restarted_agent_counts_what_the_kernel_holds_once_and_keeps_admitting() {
         .parse::<u64>()
         .unwrap();
     assert_eq!(kernel_qps, 4);
-    let status = n
-        .run_ok(&format!(
-            "{} node status --agent {STATUS} -o json",
-            bins::bin("rdmaq").display()
-        ))
-        .unwrap()
-        .stdout;
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let (status, v) = node_status(n);
     let t1 = v["tenants"]
         .as_array()
         .unwrap()
@@ -466,14 +465,7 @@ fn a_program_in_a_pod_is_charged_to_the_pods_namespace() {
         let (created, out) = in_cgroup(cgroup);
         assert_eq!(created, "0", "{cgroup} is no listed pod: {out}");
     }
-    let status = n
-        .run_ok(&format!(
-            "{} node status --agent {STATUS} -o json",
-            bins::bin("rdmaq").display()
-        ))
-        .unwrap()
-        .stdout;
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let (status, v) = node_status(n);
     let names: Vec<&str> = v["tenants"]
         .as_array()
         .unwrap()
