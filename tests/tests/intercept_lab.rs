@@ -301,13 +301,13 @@ fn real_programs_behave_the_same_under_the_library() {
         ),
         (
             "ib_write_bw",
-            "ib_write_bw -d rxe0 -x 1 -n 200".into(),
-            format!("ib_write_bw -d rxe0 -x 1 -n 200 {a}"),
+            "ib_write_bw -d rxe0 -x 1 -F -n 200".into(),
+            format!("ib_write_bw -d rxe0 -x 1 -F -n 200 {a}"),
         ),
         (
             "ib_send_lat",
-            "ib_send_lat -d rxe0 -x 1 -n 200".into(),
-            format!("ib_send_lat -d rxe0 -x 1 -n 200 {a}"),
+            "ib_send_lat -d rxe0 -x 1 -F -n 200".into(),
+            format!("ib_send_lat -d rxe0 -x 1 -F -n 200 {a}"),
         ),
         (
             "rping",
