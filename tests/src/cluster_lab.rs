@@ -114,7 +114,8 @@ impl ClusterLab {
         node.run_ok(&format!(
             "mkdir -p /tmp/tls && cat > /tmp/tls/ca.pem <<'EOF'\n{ca}EOF\ncat > /tmp/tls/agent.pem <<'EOF'\n{crt}EOF\n\
              cat > /tmp/tls/agent-key.pem <<'EOF'\n{key}EOF\nchmod 600 /tmp/tls/agent-key.pem\n\
-             cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\necho $! > /tmp/agent.pid\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
+             cat > /tmp/agent.toml <<'EOF'\n{config}EOF\nrm -f /tmp/rdmaq.sock; {}setsid {} --config /tmp/agent.toml --socket /tmp/rdmaq.sock --status-listen 127.0.0.1:9465 >> /tmp/agent.log 2>&1 < /dev/null &\necho $! > /tmp/agent.pid\nfor t in $(seq 100); do [ -S /tmp/rdmaq.sock ] && break; sleep 0.1; done; [ -S /tmp/rdmaq.sock ]",
+            agent_log_filter(),
             bin("rdmaq-agent").display()
         ))?;
         Ok(())
@@ -300,5 +301,20 @@ impl Drop for Checker {
     /// scope would wait for it forever).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `RUST_LOG=<filter> ` for agents started in the lab when `RDMAQ_LAB_AGENT_LOG` holds a
+/// filter (to diagnose a run at debug level), else nothing: the agent's default.
+fn agent_log_filter() -> String {
+    match std::env::var("RDMAQ_LAB_AGENT_LOG") {
+        Ok(f)
+            if !f.is_empty()
+                && f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_=,:.".contains(c)) =>
+        {
+            format!("RUST_LOG={f} ")
+        }
+        _ => String::new(),
     }
 }

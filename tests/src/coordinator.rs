@@ -351,9 +351,18 @@ impl CoordinatorCluster {
     }
 
     /// The tail of member `id`'s log, for failure messages.
+    /// Member `id`'s log file.
+    pub fn log_path(&self, id: u64) -> &std::path::Path {
+        &self
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .expect("member")
+            .log
+    }
+
     pub fn log_tail(&self, id: u64) -> String {
-        let m = self.members.iter().find(|m| m.id == id).expect("member");
-        let text = fs::read_to_string(&m.log).unwrap_or_default();
+        let text = fs::read_to_string(self.log_path(id)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }

@@ -46,6 +46,10 @@ struct Args {
     /// The documented bound on stranded budget (ms): see docs/reliability.md.
     #[arg(long, default_value_t = 30_000)]
     strand_bound_ms: u64,
+    /// Keep every agent's and member's whole log in this directory at the end. With
+    /// `RDMAQ_LAB_AGENT_LOG` set (a `RUST_LOG` filter), agents log at that level.
+    #[arg(long)]
+    keep_logs: Option<std::path::PathBuf>,
     /// Write the JSON report here too.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             agent_start: Duration::from_millis(args.agent_start_ms),
             strand_bound: Duration::from_millis(args.strand_bound_ms),
         },
+        keep_logs: args.keep_logs,
     };
     let report = nemesis::run(&opts).context("starting the lab")?;
     let json = serde_json::to_string_pretty(&report)?;

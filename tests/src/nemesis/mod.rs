@@ -45,6 +45,8 @@ pub struct Options {
     pub settle: Duration,
     pub kernel: Kernel,
     pub bounds: Bounds,
+    /// Where to keep every agent's and member's whole log at the end (for diagnosis).
+    pub keep_logs: Option<std::path::PathBuf>,
 }
 
 /// Tenants and their caps ([QPs, MRs]) at the start. "root" is also what the program
@@ -169,6 +171,9 @@ pub fn run(opts: &Options) -> Result<Report, LabError> {
             );
         }
     }
+    if let Some(dir) = &opts.keep_logs {
+        keep_logs(&nemesis, dir);
+    }
     let mut faults_by_kind = BTreeMap::new();
     for f in &records.faults {
         *faults_by_kind.entry(f.kind).or_default() += 1;
@@ -220,6 +225,22 @@ fn watch(n: &mut Nemesis<'_>, span: Duration) {
         }
         std::thread::sleep(Duration::from_millis(250).min(until - Instant::now()));
     }
+}
+
+/// Copies every agent's log (all its restarts) and every member's into `dir`.
+fn keep_logs(n: &Nemesis<'_>, dir: &std::path::Path) {
+    let _ = std::fs::create_dir_all(dir);
+    for node in n.lab.nodes() {
+        let log = node
+            .run("cat /tmp/agent.log")
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let _ = std::fs::write(dir.join(format!("{}-agent.log", node.name())), log);
+    }
+    for id in 1..=3 {
+        let _ = std::fs::copy(n.coord.log_path(id), dir.join(format!("member{id}.log")));
+    }
+    eprintln!("nemesis: logs kept in {}", dir.display());
 }
 
 fn record_crash(n: &Nemesis<'_>, what: String, detail: String) {
