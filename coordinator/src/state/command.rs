@@ -68,7 +68,9 @@ pub struct Proposal {
 impl Request {
     /// 1: lease clock, report bounds, address checks, revocations.
     /// 2: budget ahead of demand is granted from half the room left (`ahead_of_demand`).
-    pub const FORMAT: u32 = 2;
+    /// 3: a report of use beyond the node's allotment that takes the tenant over its cap
+    ///    makes it contended (every node gives back its spare).
+    pub const FORMAT: u32 = 3;
 }
 
 /// Bounds on the encoded (JSON) size of what a proposal holds, for sizing batches.

@@ -548,6 +548,8 @@ impl State {
         // node cannot create tenants; the others are answered as unknown).
         let rec = self.nodes.get_mut(node).expect("renewed");
         let mut unknown = Vec::new();
+        // Tenants this node uses beyond its allotment (objects created around the library).
+        let mut beyond = Vec::new();
         for (tenant, _) in used {
             if !self.quotas.contains_key(tenant) {
                 unknown.push(tenant.clone());
@@ -571,6 +573,10 @@ impl State {
                 Some(m) => m,
                 None => self.allotments.entry(tenant.clone()).or_default(),
             };
+            let allotted = per_node.get(node).map_or(Amounts::ZERO, |a| a.allotted);
+            if Dim::ALL.iter().any(|&d| reported.get(d) > allotted.get(d)) {
+                beyond.push(tenant.clone());
+            }
             match per_node.get_mut(node) {
                 Some(a) => {
                     a.used = reported;
@@ -592,6 +598,23 @@ impl State {
                             ..Default::default()
                         },
                     );
+                }
+            }
+        }
+        if self.format >= 3 {
+            // Use beyond an allotment was never granted, so it may take the tenant over its
+            // cap with budget still allotted elsewhere: then every node gives back its
+            // spare, as after a refusal (found by the nemesis: a node admitted from an
+            // allotment granted before objects made without the library were reported on
+            // another node, and the two together exceeded the cap).
+            for tenant in beyond {
+                let over = self
+                    .quotas
+                    .get(&tenant)
+                    .is_some_and(|q| q.limits.cluster.exceeded_by(self.charged_total(&tenant)));
+                if over {
+                    self.contended
+                        .insert(tenant, self.now_ms + policy.lease_ttl_ms / 2);
                 }
             }
         }

@@ -196,6 +196,49 @@ fn a_refused_acquisition_asks_every_node_for_its_spare() {
 }
 
 #[test]
+fn use_beyond_an_allotment_that_takes_the_tenant_over_asks_every_node_for_its_spare() {
+    let mut s = setup(&["n1", "n2"], 2);
+    let beat = |s: &mut State, now, node: &str, used| {
+        one(
+            s,
+            now,
+            Command::Heartbeat {
+                node: node.into(),
+                used: vec![("t1".into(), qps(used))],
+            },
+        )
+    };
+    // n1 holds the whole cap, unused yet; then n2 reports 2 QPs made without the library.
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 2, 2)), 2);
+    beat(&mut s, 2, "n1", 0);
+    beat(&mut s, 3, "n2", 2);
+    assert!(s.is_contended("t1"));
+    // At its next heartbeat n1 is asked for what it does not use: it admits no more.
+    beat(&mut s, 4, "n1", 0);
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 2);
+    // Beyond an allotment but within the cap: nothing is asked back.
+    let mut s = setup(&["n1", "n2"], 3);
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 2, 2)), 2);
+    beat(&mut s, 3, "n2", 1);
+    beat(&mut s, 4, "n1", 0);
+    assert!(!s.is_contended("t1"));
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 0);
+    // Entries written before format 3 replay as they were applied: no contention.
+    let mut s = setup(&["n1", "n2"], 2);
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 2, 2)), 2);
+    let mut old = req(
+        3,
+        Command::Heartbeat {
+            node: "n2".into(),
+            used: vec![("t1".into(), qps(2))],
+        },
+    );
+    old.format = 2;
+    s.apply(&old, 0, 1);
+    assert!(!s.is_contended("t1"));
+}
+
+#[test]
 fn a_grant_covers_what_the_node_already_uses_beyond_its_allotment() {
     // The node reports 3 in use with nothing allotted (objects it admitted before the
     // tenant had a quota, or found around the library): they are charged, and a grant of
