@@ -1,7 +1,13 @@
 //! The agent's side of the coordinator: register, acquire ahead of demand, release surplus,
 //! heartbeat with usage. Tries the endpoints in turn, like the CLI.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use rdmaq_common::tls::{self, Tls};
 use rdmaq_proto::v1::{self as pb, agent_client::AgentClient};
@@ -11,6 +17,9 @@ use rdmaq_model::Amounts;
 
 pub struct Coordinator {
     endpoints: Vec<Channel>,
+    /// The endpoint tried first: the last one that answered without forwarding (the
+    /// leader, as far as this agent knows).
+    preferred: AtomicUsize,
     /// Whether the links are TLS (else plain text, `insecure`).
     tls: bool,
     pub node: String,
@@ -36,6 +45,7 @@ impl Coordinator {
             })
             .collect::<Result<_, _>>()?;
         Ok(Coordinator {
+            preferred: AtomicUsize::new(0),
             tls: tls.is_some(),
             endpoints,
             node: node.to_string(),
@@ -43,16 +53,26 @@ impl Coordinator {
         })
     }
 
-    /// Runs `call` against each member until one answers (unavailable ones are skipped).
+    /// Runs `call` against each member, the preferred one first, until one answers
+    /// (unavailable ones are skipped). A member that says it forwarded the call to the
+    /// leader answered, but the next call goes to the member after it: within a few calls
+    /// of a leader change the agent talks to the new leader directly.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
     where
         F: Fn(AgentClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut last = Status::unavailable("no coordinator endpoint");
-        for ch in &self.endpoints {
-            match call(AgentClient::new(ch.clone())).await {
-                Ok(r) => return Ok(r.into_inner()),
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
+        for i in (first..n).chain(0..first) {
+            match call(AgentClient::new(self.endpoints[i].clone())).await {
+                Ok(r) => {
+                    let forwarded = r.metadata().contains_key(pb::FORWARDED_HEADER);
+                    let next = if forwarded { (i + 1) % n } else { i };
+                    self.preferred.store(next, Ordering::Relaxed);
+                    return Ok(r.into_inner());
+                }
                 // The two ends disagree about TLS: say so (no other member will differ).
                 Err(s) if tls::mismatch(self.tls, &tls::status_text(&s)).is_some() => {
                     let detail = tls::status_text(&s);

@@ -74,6 +74,11 @@ impl Cluster {
         }
     }
 
+    /// The connections to the other members this member forwards requests over.
+    pub fn forwarder(&self) -> Arc<Forwarder> {
+        self.forwarder.clone()
+    }
+
     /// Runs `f` on state that reflects every write committed before this call.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
         match with_quorum(self.quorum_timeout, "read", self.raft.ensure_linearizable()).await? {

@@ -2,7 +2,14 @@
 //! read index for a linearizable read), sent over the members' Raft service on one reused
 //! connection per member.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use openraft::{BasicNode, error::ForwardToLeader};
 use rdmaq_common::tls::Tls;
@@ -59,6 +66,8 @@ pub struct Forwarder {
     tls: Option<Arc<Tls>>,
     /// Clients to the other members, by address (one connection each).
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// Requests forwarded so far (a metric: agents that find the leader keep it still).
+    pub forwarded: AtomicU64,
 }
 
 impl Forwarder {
@@ -66,6 +75,7 @@ impl Forwarder {
         Forwarder {
             tls,
             peers: Mutex::default(),
+            forwarded: AtomicU64::new(0),
         }
     }
 
@@ -82,6 +92,7 @@ impl Forwarder {
             addr: node.addr.clone(),
             detail,
         };
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
         let mut client = self.peer(&node.addr).map_err(|e| failed(e.to_string()))?;
         let data = serde_json::to_vec(&what).map_err(|e| failed(e.to_string()))?;
         let mut req = tonic::Request::new(RaftPayload { data });

@@ -47,6 +47,7 @@ pub struct Sources {
     pub raft: Raft,
     pub applied: SharedState,
     pub denials: Arc<Denials>,
+    pub forwarder: Arc<crate::forward::Forwarder>,
 }
 
 struct CoordinatorCollector {
@@ -141,6 +142,15 @@ impl Collector for CoordinatorCollector {
             "rdmaq_raft_is_leader",
             "1 if this member is the leader",
             i64::from(m.current_leader == Some(self.cluster.id)),
+        )?;
+        counter(
+            &mut enc,
+            "rdmaq_forwarded",
+            "Requests this member forwarded to the leader (batches of writes, read indexes)",
+            self.cluster
+                .forwarder
+                .forwarded
+                .load(std::sync::atomic::Ordering::Relaxed),
         )?;
 
         // Copied under the state lock, encoded after it is released: a slow scrape never

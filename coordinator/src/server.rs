@@ -114,6 +114,7 @@ pub async fn run(
             raft: cluster.raft.clone(),
             applied: cluster.applied.clone(),
             denials: cluster.denials.clone(),
+            forwarder: cluster.forwarder(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::metrics::serve(addr, sources, metrics_tls).await {

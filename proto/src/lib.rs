@@ -22,6 +22,11 @@ pub mod intercept {
 pub mod v1 {
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/rdmaq.v1.rs"));
+
+    /// Response metadata a member adds to an agent's write it served without being the
+    /// leader (it forwarded the write): the agent tries another member next time, so that
+    /// it soon talks to the leader directly and saves the forwarding hop.
+    pub const FORWARDED_HEADER: &str = "rdmaq-forwarded";
 }
 
 /// Member-to-member Raft transport.

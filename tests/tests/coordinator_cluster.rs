@@ -547,3 +547,113 @@ fn usage_watch_refreshes_the_table_until_its_count() {
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(lines[0]["usage"]["tenants"][0]["tenant"], "t1", "{out}");
 }
+
+/// The value of metric `name` (no labels) in a /metrics body.
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+}
+
+/// A member that serves an agent's write without being the leader (it forwards it) says so
+/// in the response; rdmaq-agent then tries the next member, so within a few heartbeats it
+/// talks to the leader directly and the followers forward nothing more.
+#[test]
+fn agents_move_to_the_leader_and_followers_stop_forwarding() {
+    let mut c = CoordinatorCluster::start(3, &["--agent-heartbeat-interval-ms", "200"]);
+    // Each member with a metrics listener of its own (restarted with its data).
+    let metrics: Vec<std::net::SocketAddr> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        })
+        .collect();
+    for id in 1..=3 {
+        c.kill(id);
+        c.set_flags(
+            id,
+            &["--metrics-listen", &metrics[id as usize - 1].to_string()],
+        );
+    }
+    for id in 1..=3 {
+        c.start_member(id);
+    }
+    let leader = c.wait_leader(Duration::from_secs(30));
+    c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // The header, asked directly: a follower's answer has it, the leader's does not.
+    let n1 = c.pki.agent("n1");
+    rt().block_on(async {
+        for id in 1..=3 {
+            let r = agent(&n1, c.addr(id))
+                .await
+                .register(pb::RegisterRequest {
+                    node: "n1".into(),
+                    address: String::new(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                r.metadata().contains_key(pb::FORWARDED_HEADER),
+                id != leader,
+                "member {id} (leader {leader})"
+            );
+        }
+    });
+    // An agent whose endpoints list the followers first.
+    let endpoints: Vec<String> = followers
+        .iter()
+        .chain([&leader])
+        .map(|id| format!("\"{}\"", c.addr(*id)))
+        .collect();
+    let (ca, cert, key) = (
+        n1.ca.display().to_string(),
+        n1.cert.display().to_string(),
+        n1.key.display().to_string(),
+    );
+    let a = rdmaq_lab::host_agent::HostAgent::start(&format!(
+        "node = \"n1\"\nendpoints = [{}]\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+        endpoints.join(", ")
+    ));
+    let forwarded = |id: u64| {
+        metric(
+            &rdmaq_lab::http::get(metrics[id as usize - 1], "/metrics"),
+            "rdmaq_forwarded_total",
+        )
+    };
+    let applied = || {
+        metric(
+            &rdmaq_lab::http::get(metrics[leader as usize - 1], "/metrics"),
+            "rdmaq_raft_applied_index",
+        )
+    };
+    // Its registration and first heartbeats go through the followers...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while followers.iter().map(|id| forwarded(*id)).sum::<u64>() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no follower forwarded anything:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // ...then, with heartbeats going on every 200 ms, none do.
+    let before: Vec<u64> = followers.iter().map(|id| forwarded(*id)).collect();
+    let applied_before = applied();
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<u64> = followers.iter().map(|id| forwarded(*id)).collect();
+    assert!(
+        applied() >= applied_before + 5,
+        "the agent's heartbeats stopped:\n{}",
+        a.log()
+    );
+    assert_eq!(
+        before,
+        after,
+        "followers {followers:?} still forward the agent's heartbeats:\n{}",
+        a.log()
+    );
+}

@@ -15,7 +15,10 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -160,15 +163,23 @@ async fn rdmaq_point(
     if std::env::var_os("GRANT_BENCH_LEADER_ONLY").is_some() {
         addrs = vec![c.addr(c.wait_leader(Duration::from_secs(10))).to_string()];
     }
-    let agents: Vec<AgentClient<_>> = (0..clients)
+    // Each client is an agent: a connection to every member (opened when first used), the
+    // first call to member i mod 3, and like rdmaq-agent it moves on to the next member when
+    // one says it forwarded the call (see `FORWARDED_HEADER`), so it soon talks to the leader.
+    let agents: Vec<Vec<AgentClient<_>>> = (0..clients)
         .map(|i| {
-            AgentClient::new(certs[i].channel(&addrs[i % addrs.len()], Duration::from_secs(10)))
+            (0..addrs.len())
+                .map(|k| {
+                    let addr = &addrs[(i + k) % addrs.len()];
+                    AgentClient::new(certs[i].channel(addr, Duration::from_secs(10)))
+                })
+                .collect()
         })
         .collect();
     for (i, a) in agents.iter().enumerate() {
         // Right after an election a follower may not know the leader yet: agents retry.
         let mut tries = 0;
-        while let Err(e) = a
+        while let Err(e) = a[0]
             .clone()
             .register(pb::RegisterRequest {
                 node: format!("bench-{i}"),
@@ -182,25 +193,34 @@ async fn rdmaq_point(
         }
     }
     let agents = Arc::new(agents);
+    let preferred: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..clients).map(|_| AtomicUsize::new(0)).collect());
     let tallies = drive(clients, secs, move |i, n| {
-        let mut a = agents[i].clone();
+        let k = preferred[i].load(Ordering::Relaxed);
+        let mut a = agents[i][k].clone();
+        let preferred = preferred.clone();
+        let members = agents[i].len();
         let tenant = format!("t{}", (i + n as usize) % tenants);
         async move {
-            a.acquire(pb::AcquireRequest {
-                node: format!("bench-{i}"),
-                tenant,
-                want: Some(pb::Amounts {
-                    qp: 1,
-                    ..Default::default()
-                }),
-                min: Some(pb::Amounts {
-                    qp: 1,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map(|_| 0)
-            .map_err(|_| ())
+            let r = a
+                .acquire(pb::AcquireRequest {
+                    node: format!("bench-{i}"),
+                    tenant,
+                    want: Some(pb::Amounts {
+                        qp: 1,
+                        ..Default::default()
+                    }),
+                    min: Some(pb::Amounts {
+                        qp: 1,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(|_| ())?;
+            if r.metadata().contains_key(pb::FORWARDED_HEADER) {
+                preferred[i].store((k + 1) % members, Ordering::Relaxed);
+            }
+            Ok(0)
         }
     })
     .await;

@@ -18,6 +18,21 @@ pub struct AgentService {
     pub heartbeat_interval_ms: u64,
 }
 
+impl AgentService {
+    /// A write's response, marked as forwarded when this member is not the leader.
+    fn answer<T>(&self, message: T) -> Response<T> {
+        let mut response = Response::new(message);
+        let leader = self.cluster.raft.metrics().borrow().current_leader;
+        if leader != Some(self.cluster.id) {
+            response.metadata_mut().insert(
+                pb::FORWARDED_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
 fn names(node: &str, tenant: Option<&str>) -> Result<(), Status> {
     validate::name("node", node).map_err(Error::Rejected)?;
     if let Some(t) = tenant {
@@ -48,7 +63,7 @@ impl Agent for AgentService {
             )
             .await?;
         match ok_reply(reply)? {
-            Reply::Registered { allotments, .. } => Ok(Response::new(pb::RegisterResponse {
+            Reply::Registered { allotments, .. } => Ok(self.answer(pb::RegisterResponse {
                 node: req.node,
                 lease_ttl_ms: self.cluster.policy.lease_ttl_ms,
                 heartbeat_interval_ms: self.heartbeat_interval_ms,
@@ -76,7 +91,7 @@ impl Agent for AgentService {
                 granted,
                 allotment,
                 quota,
-            } => Ok(Response::new(pb::AcquireResponse {
+            } => Ok(self.answer(pb::AcquireResponse {
                 granted: granted.to_pb(),
                 quota: Some(quota_to_pb(&allotment.tenant, &quota)),
                 allotment: Some(allotment_to_pb(&allotment)),
@@ -98,7 +113,7 @@ impl Agent for AgentService {
             amounts: Amounts::from_pb(req.amounts),
         };
         match ok_reply(self.cluster.batcher.propose_as(&who, command).await?)? {
-            Reply::Released { allotment } => Ok(Response::new(pb::ReleaseResponse {
+            Reply::Released { allotment } => Ok(self.answer(pb::ReleaseResponse {
                 allotment: Some(allotment_to_pb(&allotment)),
             })),
             other => Err(unexpected(other)),
@@ -160,7 +175,7 @@ impl Agent for AgentService {
                         version: a.quota_version,
                     })
                     .collect();
-                Ok(Response::new(pb::HeartbeatResponse {
+                Ok(self.answer(pb::HeartbeatResponse {
                     lease_expires_unix_ms: lease_expires_ms,
                     quota_versions,
                     allotments: allotments.iter().map(allotment_to_pb).collect(),
