@@ -61,6 +61,10 @@ struct Args {
     /// Concurrent clients per point.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
     clients: Vec<usize>,
+    /// rdmaq clients stay on the member they first call (a follower forwards their writes),
+    /// as agents did before they followed the leader: to measure what following saves.
+    #[arg(long)]
+    stay: bool,
     /// Where the JSON results go (for scripts/plot-grant-bench.py).
     #[arg(long, default_value = "docs/bench/grant-bench.json")]
     out: String,
@@ -155,6 +159,7 @@ where
 async fn rdmaq_point(
     c: &CoordinatorCluster,
     certs: &[Cert],
+    stay: bool,
     clients: usize,
     tenants: usize,
     secs: f64,
@@ -217,7 +222,7 @@ async fn rdmaq_point(
                 })
                 .await
                 .map_err(|_| ())?;
-            if r.metadata().contains_key(pb::FORWARDED_HEADER) {
+            if !stay && r.metadata().contains_key(pb::FORWARDED_HEADER) {
                 preferred[i].store((k + 1) % members, Ordering::Relaxed);
             }
             Ok(0)
@@ -318,7 +323,7 @@ fn main() {
             for &n in &args.clients {
                 for system in &args.systems {
                     let p = match system.as_str() {
-                        "rdmaq" => rdmaq_point(&c, &certs, n, tenants, args.secs).await,
+                        "rdmaq" => rdmaq_point(&c, &certs, args.stay, n, tenants, args.secs).await,
                         "etcd" => {
                             etcd_point(e.as_ref().expect("etcd"), n, tenants, args.secs).await
                         }
