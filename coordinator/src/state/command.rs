@@ -69,7 +69,8 @@ impl Request {
     /// 1: lease clock, report bounds, address checks, revocations.
     /// 2: budget ahead of demand is granted from half the room left (`ahead_of_demand`).
     /// 3: a report of use beyond the node's allotment that takes the tenant over its cap
-    ///    makes it contended (every node gives back its spare).
+    ///    makes it contended (every node gives back its spare); a grant clears what its
+    ///    node was asked to give back in the dimensions granted.
     pub const FORMAT: u32 = 3;
 }
 

@@ -420,6 +420,13 @@ impl State {
         for d in Dim::ALL {
             if granted.get(d) > 0 {
                 a.allotted.set(d, a.allotted.get(d).max(a.used.get(d)));
+                if self.format >= 3 {
+                    // A node that needed more has no spare left to give back: budget asked
+                    // back at its last heartbeat would eat into what it is granted now, and
+                    // it could admit nothing with it (found by the nemesis while a tenant
+                    // was contended: each grant of one went straight to what was owed).
+                    a.reclaim.set(d, 0);
+                }
             }
         }
         a.allotted = a.allotted.saturating_add(granted);

@@ -196,6 +196,40 @@ fn a_refused_acquisition_asks_every_node_for_its_spare() {
 }
 
 #[test]
+fn a_grant_clears_what_its_node_was_asked_to_give_back() {
+    let mut s = setup(&["n1", "n2"], 12);
+    let beat = |s: &mut State, now, used| {
+        one(
+            s,
+            now,
+            Command::Heartbeat {
+                node: "n1".into(),
+                used: vec![("t1".into(), qps(used))],
+            },
+        )
+    };
+    assert_eq!(granted(&acquire(&mut s, 1, "n1", 12, 12)), 12);
+    // Contended: n1, using 10 of 12, is asked for its spare 2...
+    assert_eq!(granted(&acquire(&mut s, 2, "n2", 1, 1)), 0);
+    beat(&mut s, 3, 10);
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 2);
+    // It gives back one; then its programs need more than it kept. The grant must be
+    // usable: none of it is owed (before, the other unit asked back stayed owed).
+    let r = one(
+        &mut s,
+        5,
+        Command::Release {
+            node: "n1".into(),
+            tenant: "t1".into(),
+            amounts: qps(1),
+        },
+    );
+    assert!(matches!(r, Reply::Released { .. }), "{r:?}");
+    assert_eq!(granted(&acquire(&mut s, 6, "n1", 1, 1)), 1);
+    assert_eq!(s.allotment("t1", "n1").reclaim.qp, 0);
+}
+
+#[test]
 fn use_beyond_an_allotment_that_takes_the_tenant_over_asks_every_node_for_its_spare() {
     let mut s = setup(&["n1", "n2"], 2);
     let beat = |s: &mut State, now, node: &str, used| {
