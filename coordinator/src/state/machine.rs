@@ -581,7 +581,7 @@ impl State {
                 None => self.allotments.entry(tenant.clone()).or_default(),
             };
             let allotted = per_node.get(node).map_or(Amounts::ZERO, |a| a.allotted);
-            if Dim::ALL.iter().any(|&d| reported.get(d) > allotted.get(d)) {
+            if reported.exceeds(allotted) {
                 beyond.push(tenant.clone());
             }
             match per_node.get_mut(node) {

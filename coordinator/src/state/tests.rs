@@ -95,6 +95,18 @@ fn take_all(s: &mut State, now: u64, node: &str) -> u64 {
     granted(&acquire(s, now, node, room, room))
 }
 
+/// `node` reports `used` QPs of t1 in a heartbeat.
+fn beat(s: &mut State, now: u64, node: &str, used: u64) -> Reply {
+    one(
+        s,
+        now,
+        Command::Heartbeat {
+            node: node.into(),
+            used: vec![("t1".into(), qps(used))],
+        },
+    )
+}
+
 pub(super) fn granted(r: &Reply) -> u64 {
     match r {
         Reply::Granted { granted, .. } => granted.qp,
@@ -158,17 +170,7 @@ fn budget_ahead_of_demand_comes_from_half_the_room_left() {
 fn a_refused_acquisition_asks_every_node_for_its_spare() {
     let mut s = setup(&["n1", "n2"], 12);
     assert_eq!(granted(&acquire(&mut s, 1, "n1", 12, 12)), 12);
-    let beat = |s: &mut State, now, used| {
-        one(
-            s,
-            now,
-            Command::Heartbeat {
-                node: "n1".into(),
-                used: vec![("t1".into(), qps(used))],
-            },
-        )
-    };
-    beat(&mut s, 2, 4);
+    beat(&mut s, 2, "n1", 4);
     assert_eq!(
         s.allotment("t1", "n1").reclaim.qp,
         0,
@@ -176,7 +178,7 @@ fn a_refused_acquisition_asks_every_node_for_its_spare() {
     );
     // n2 needs one now and is refused: n1, busy with 4, is asked for its spare 8.
     assert_eq!(granted(&acquire(&mut s, 3, "n2", 4, 1)), 0);
-    beat(&mut s, 4, 4);
+    beat(&mut s, 4, "n1", 4);
     assert_eq!(s.allotment("t1", "n1").reclaim.qp, 8);
     one(
         &mut s,
@@ -191,27 +193,17 @@ fn a_refused_acquisition_asks_every_node_for_its_spare() {
     assert_eq!(granted(&acquire(&mut s, 6, "n2", 4, 1)), 1);
     // Half a lease later, they do again, and spare is no longer asked back.
     assert_eq!(granted(&acquire(&mut s, 600, "n2", 4, 1)), 4);
-    beat(&mut s, 601, 4);
+    beat(&mut s, 601, "n1", 4);
     assert_eq!(s.allotment("t1", "n1").reclaim.qp, 0);
 }
 
 #[test]
 fn a_grant_clears_what_its_node_was_asked_to_give_back() {
     let mut s = setup(&["n1", "n2"], 12);
-    let beat = |s: &mut State, now, used| {
-        one(
-            s,
-            now,
-            Command::Heartbeat {
-                node: "n1".into(),
-                used: vec![("t1".into(), qps(used))],
-            },
-        )
-    };
     assert_eq!(granted(&acquire(&mut s, 1, "n1", 12, 12)), 12);
     // Contended: n1, using 10 of 12, is asked for its spare 2...
     assert_eq!(granted(&acquire(&mut s, 2, "n2", 1, 1)), 0);
-    beat(&mut s, 3, 10);
+    beat(&mut s, 3, "n1", 10);
     assert_eq!(s.allotment("t1", "n1").reclaim.qp, 2);
     // It gives back one; then its programs need more than it kept. The grant must be
     // usable: none of it is owed (before, the other unit asked back stayed owed).
@@ -232,16 +224,6 @@ fn a_grant_clears_what_its_node_was_asked_to_give_back() {
 #[test]
 fn use_beyond_an_allotment_that_takes_the_tenant_over_asks_every_node_for_its_spare() {
     let mut s = setup(&["n1", "n2"], 2);
-    let beat = |s: &mut State, now, node: &str, used| {
-        one(
-            s,
-            now,
-            Command::Heartbeat {
-                node: node.into(),
-                used: vec![("t1".into(), qps(used))],
-            },
-        )
-    };
     // n1 holds the whole cap, unused yet; then n2 reports 2 QPs made without the library.
     assert_eq!(granted(&acquire(&mut s, 1, "n1", 2, 2)), 2);
     beat(&mut s, 2, "n1", 0);
