@@ -350,7 +350,6 @@ impl CoordinatorCluster {
         }
     }
 
-    /// The tail of member `id`'s log, for failure messages.
     /// Member `id`'s log file.
     pub fn log_path(&self, id: u64) -> &std::path::Path {
         &self
@@ -361,6 +360,7 @@ impl CoordinatorCluster {
             .log
     }
 
+    /// The tail of member `id`'s log, for failure messages.
     pub fn log_tail(&self, id: u64) -> String {
         let text = fs::read_to_string(self.log_path(id)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
