@@ -316,15 +316,26 @@ fn real_traffic_between_two_nodes_completes_under_the_caps() {
             kernel_qps(n1, "ib_write_bw").unwrap_or(0) > 0,
             "the traffic ended before the cap was shown full"
         );
-        // The pair completes: both exit 0 and report their bandwidth.
+        // The pair completes: both report their completed writes and exit 0. After its
+        // report perftest syncs the two ends once more over TCP; on an overloaded machine
+        // that last exchange can fail (seen in a fresh-clone CI at 0.8 MB/s) once the writes
+        // are done and reported — the tool's teardown, not the traffic: that failure alone
+        // is allowed.
+        let teardown = "Failed to exchange data between server and clients";
         let (client, server) = (client.wait().unwrap(), server.wait().unwrap());
         for (side, out) in [("client", &client), ("server", &server)] {
             let text = format!("{}{}", out.stdout, out.stderr);
-            assert!(out.success(), "ib_write_bw {side} failed:\n{text}");
             let row = text
                 .lines()
                 .find(|l| l.trim_start().starts_with("65536"))
                 .unwrap_or_else(|| panic!("no result row from the {side}:\n{text}"));
+            let after_report = text
+                .find(row)
+                .is_some_and(|at| text[at..].contains(teardown));
+            assert!(
+                out.success() || after_report,
+                "ib_write_bw {side} failed:\n{text}"
+            );
             eprintln!("ib_write_bw {side} under the library: {}", row.trim());
             let fields: Vec<f64> = row
                 .split_whitespace()
