@@ -3,7 +3,9 @@
 //! the budget invariant: a grant is made only if, afterwards, the sum of the tenant's
 //! allotments over all nodes is within its cluster-wide cap on every dimension.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
+
+use imbl::{OrdMap, OrdSet, Vector};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,22 +19,26 @@ use super::{
 /// How many audit records the state keeps (the oldest are dropped).
 pub const AUDIT_KEEP: usize = 10_000;
 
+/// Every collection is persistent (`imbl`): cloning the state for a snapshot shares its
+/// structure, O(1) under the state lock whatever the number of nodes and tenants; the first
+/// change after a clone copies only the path to what it changes. They encode as the
+/// standard maps, sets and sequences did, so snapshots are unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub quotas: BTreeMap<String, QuotaRecord>,
-    pub nodes: BTreeMap<String, NodeRecord>,
+    pub quotas: OrdMap<String, QuotaRecord>,
+    pub nodes: OrdMap<String, NodeRecord>,
     /// tenant -> node -> allotment.
-    pub allotments: BTreeMap<String, BTreeMap<String, Allotment>>,
+    pub allotments: OrdMap<String, OrdMap<String, Allotment>>,
     /// tenant -> sum of its allotments, kept in step with `allotments`.
-    pub totals: BTreeMap<String, Amounts>,
+    pub totals: OrdMap<String, Amounts>,
     /// (lease expiry, node) of every node whose lease is live.
-    pub lease_index: BTreeSet<(u64, String)>,
+    pub lease_index: OrdSet<(u64, String)>,
     /// (last seen, node) of every node whose lease has expired: the candidates for the
     /// node-dead timeout, so that no apply has to look at every node.
     #[serde(default)]
-    pub silent_index: BTreeSet<(u64, String)>,
+    pub silent_index: OrdSet<(u64, String)>,
     pub quota_seq: u64,
-    pub audit: VecDeque<AuditRecord>,
+    pub audit: Vector<AuditRecord>,
     /// Where in the log the command being applied is (its entry's index, and its place in
     /// the entry): allotment views carry it, so that an agent can tell a newer view of its
     /// allotment from an older one, whatever order replies arrive in.
@@ -53,8 +59,8 @@ pub struct State {
     /// tenant -> lease-clock time until which it is contended: an acquisition was refused,
     /// so every node gives back the spare part of its allotment at its next heartbeat, and
     /// grants carry nothing ahead of demand (format 2).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub contended: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "OrdMap::is_empty")]
+    pub contended: OrdMap<String, u64>,
 }
 
 impl State {
@@ -193,8 +199,11 @@ impl State {
         let Some(per_node) = self.allotments.get_mut(tenant) else {
             return;
         };
-        for a in per_node.values_mut() {
-            a.reclaim = reclaim(a, limits, over_cluster);
+        let nodes: Vec<String> = per_node.keys().cloned().collect();
+        for node in nodes {
+            if let Some(a) = per_node.get_mut(&node) {
+                a.reclaim = reclaim(a, limits, over_cluster);
+            }
         }
     }
 
@@ -309,11 +318,11 @@ impl State {
     /// silent for longer than the node-dead timeout give back everything.
     fn expire_leases(&mut self, policy: LeasePolicy) {
         let now = self.now_ms;
-        while let Some((expires, node)) = self.lease_index.first().cloned() {
+        while let Some((expires, node)) = self.lease_index.get_min().cloned() {
             if expires > now {
                 break;
             }
-            self.lease_index.pop_first();
+            self.lease_index.remove_min();
             let Some(rec) = self.nodes.get_mut(&node) else {
                 continue;
             };
@@ -337,11 +346,11 @@ impl State {
                 self.recompute_total(tenant);
             }
         }
-        while let Some((last_seen, node)) = self.silent_index.first().cloned() {
+        while let Some((last_seen, node)) = self.silent_index.get_min().cloned() {
             if now < last_seen.saturating_add(policy.node_dead_ms) {
                 break;
             }
-            self.silent_index.pop_first();
+            self.silent_index.remove_min();
             let Some(rec) = self.nodes.get_mut(&node) else {
                 continue;
             };

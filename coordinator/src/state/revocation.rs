@@ -3,8 +3,7 @@
 //! every certificate for it, until the revocation is lifted — a decommissioned node or
 //! member).
 
-use std::collections::BTreeMap;
-
+use imbl::OrdMap;
 use rdmaq_common::tls::{Identity, canonical_serial};
 use serde::{Deserialize, Serialize};
 
@@ -16,11 +15,11 @@ const MAX_LEN: usize = 160;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocations {
     /// Serial (lowercase hex) -> when it was revoked (Unix ms).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub serials: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "OrdMap::is_empty")]
+    pub serials: OrdMap<String, u64>,
     /// `role:name` -> when it was revoked (Unix ms).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub identities: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "OrdMap::is_empty")]
+    pub identities: OrdMap<String, u64>,
 }
 
 /// A caller's certificate, as a proposal carries it to be checked when it applies.
