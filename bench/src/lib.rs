@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod etcd;
+pub mod stages;
 
 /// The median of `v` (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {

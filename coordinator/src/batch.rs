@@ -4,7 +4,10 @@
 //! the entry is written on the leader, or forwarded to it from a follower. A few batches may
 //! be in flight at once, so that the log stays busy while earlier batches commit.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use openraft::error::{ClientWriteError, RaftError};
 use rdmaq_common::tls::Identity;
@@ -15,6 +18,7 @@ use crate::{
     forward::{ForwardReply, Forwarded, Forwarder, unexpected},
     lease_clock::LeaseClock,
     raft::{Raft, store::SharedState, with_quorum},
+    stages::{self, Stages},
     state::{Command, Credential, LeasePolicy, Proposal, Reply, Request},
 };
 
@@ -28,6 +32,7 @@ pub struct Writer {
     /// How long a write may wait for a quorum before it fails as unavailable.
     pub quorum_timeout: Duration,
     pub forwarder: Arc<Forwarder>,
+    pub stages: Stages,
 }
 
 impl Writer {
@@ -53,6 +58,13 @@ impl Writer {
     /// Writes `proposals` as one log entry stamped with this member's lease clock; on a
     /// follower, the leader does it (and stamps its own).
     pub async fn write(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
+        let start = Instant::now();
+        let written = self.write_or_forward(proposals).await;
+        stages::since(&self.stages.write, start);
+        written
+    }
+
+    async fn write_or_forward(&self, proposals: Vec<Proposal>) -> Result<Vec<Reply>, Error> {
         let request = self.entry(proposals);
         match with_quorum(
             self.quorum_timeout,
@@ -63,11 +75,13 @@ impl Writer {
         {
             Ok(resp) => Ok(resp.data.replies),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                match self
+                let start = Instant::now();
+                let forwarded = self
                     .forwarder
                     .forward(&f, Forwarded::Propose(request.proposals))
-                    .await?
-                {
+                    .await;
+                stages::since(&self.stages.forward, start);
+                match forwarded? {
                     ForwardReply::Replies(r) => Ok(r),
                     other => Err(unexpected(other)),
                 }
@@ -101,7 +115,8 @@ const LINGER_YIELDS: usize = 4;
 /// Proposals waiting for a batch, at most; more wait in their callers.
 const QUEUE: usize = 8192;
 
-type Waiting = (Proposal, oneshot::Sender<Result<Reply, Error>>);
+/// A proposal, when it was submitted, and where its reply goes.
+type Waiting = (Proposal, Instant, oneshot::Sender<Result<Reply, Error>>);
 
 /// The proposing side: `Cluster::propose` sends here.
 pub struct Batcher {
@@ -130,7 +145,7 @@ impl Batcher {
         for p in proposals {
             let (tx, rx) = oneshot::channel();
             self.tx
-                .send((p, tx))
+                .send((p, Instant::now(), tx))
                 .await
                 .map_err(|_| Error::Raft("the proposal batcher has stopped".into()))?;
             waiting.push(rx);
@@ -170,7 +185,7 @@ impl Batcher {
     async fn submit(&self, proposal: Proposal) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((proposal, tx))
+            .send((proposal, Instant::now(), tx))
             .await
             .map_err(|_| Error::Raft("the proposal batcher has stopped".into()))?;
         rx.await
@@ -213,7 +228,13 @@ async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Waiting>) {
         }
         let writer = writer.clone();
         tokio::spawn(async move {
-            let (proposals, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let mut proposals = Vec::with_capacity(batch.len());
+            let mut waiting = Vec::with_capacity(batch.len());
+            for (p, submitted, tx) in batch {
+                stages::since(&writer.stages.queue, submitted);
+                proposals.push(p);
+                waiting.push(tx);
+            }
             match writer.write(proposals).await {
                 Ok(replies) if replies.len() == waiting.len() => {
                     for (tx, reply) in waiting.into_iter().zip(replies) {

@@ -21,6 +21,7 @@ use crate::{
     forward::{Forwarder, unexpected},
     lease_clock::LeaseClock,
     metrics::Denials,
+    stages::Stages,
     raft::{NodeId, Raft, store::SharedState, with_quorum},
     state::{Command, LeasePolicy, State},
 };
@@ -39,6 +40,8 @@ pub struct Cluster {
     pub denials: Arc<Denials>,
     /// The proposal path (every write): gathers concurrent proposals into one log entry.
     pub batcher: Batcher,
+    /// Where writes spend their time on this member.
+    pub stages: Stages,
     forwarder: Arc<Forwarder>,
 }
 
@@ -51,6 +54,7 @@ impl Cluster {
         quorum_timeout: Duration,
         tls: Option<Arc<Tls>>,
         wall_offset_ms: i64,
+        stages: Stages,
     ) -> Cluster {
         let forwarder = Arc::new(Forwarder::new(tls.clone()));
         let batcher = Batcher::start(Writer {
@@ -60,6 +64,7 @@ impl Cluster {
             policy,
             quorum_timeout,
             forwarder: forwarder.clone(),
+            stages: stages.clone(),
         });
         Cluster {
             id,
@@ -70,6 +75,7 @@ impl Cluster {
             insecure: tls.is_none(),
             denials: Arc::default(),
             batcher,
+            stages,
             forwarder,
         }
     }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod service;
+pub mod stages;
 pub mod state;
 
 pub use error::Error;

@@ -48,6 +48,7 @@ pub struct Sources {
     pub applied: SharedState,
     pub denials: Arc<Denials>,
     pub forwarder: Arc<crate::forward::Forwarder>,
+    pub stages: crate::stages::Stages,
 }
 
 struct CoordinatorCollector {
@@ -250,6 +251,7 @@ impl Collector for CoordinatorCollector {
 pub async fn serve(addr: SocketAddr, cluster: Sources, tls: Option<Arc<Tls>>) -> Result<(), Error> {
     let applied = cluster.applied.clone();
     let mut registry = Registry::default();
+    cluster.stages.register(&mut registry);
     registry.register_collector(Box::new(CoordinatorCollector { cluster }));
     let registry = Arc::new(registry);
     let secure = tls.is_some();

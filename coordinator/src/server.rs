@@ -62,8 +62,9 @@ pub async fn run(
         }
     };
     let db = store::open(&cfg.data_dir)?;
-    let log = LogStore::new(db.clone());
-    let sm = StateMachineStore::new(db).map_err(|e| Error::Raft(e.to_string()))?;
+    let stages = crate::stages::Stages::default();
+    let log = LogStore::new(db.clone(), stages.clone());
+    let sm = StateMachineStore::new(db, stages.clone()).map_err(|e| Error::Raft(e.to_string()))?;
     let applied = sm.shared();
     let raft_config = openraft::Config {
         cluster_name: "rdmaq".into(),
@@ -96,6 +97,7 @@ pub async fn run(
         Duration::from_millis(cfg.quorum_timeout_ms),
         tls.clone(),
         cfg.test_clock_offset_ms,
+        stages,
     ));
 
     let listener = listen(cfg.listen).map_err(|source| Error::Io {
@@ -115,6 +117,7 @@ pub async fn run(
             applied: cluster.applied.clone(),
             denials: cluster.denials.clone(),
             forwarder: cluster.forwarder(),
+            stages: cluster.stages.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::metrics::serve(addr, sources, metrics_tls).await {

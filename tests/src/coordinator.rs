@@ -166,6 +166,29 @@ impl CoordinatorCluster {
         self.member(id).flags = flags.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Restarts every member (with its data) with a metrics listener of its own on loopback,
+    /// and returns their addresses, member 1's first; then waits for a leader.
+    pub fn with_metrics(&mut self) -> Vec<SocketAddr> {
+        let ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        let metrics: Vec<SocketAddr> = ids
+            .iter()
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("a free loopback port")
+            })
+            .collect();
+        for (id, addr) in ids.iter().zip(&metrics) {
+            self.kill(*id);
+            self.set_flags(*id, &["--metrics-listen", &addr.to_string()]);
+        }
+        for id in &ids {
+            self.start_member(*id);
+        }
+        self.wait_leader(Duration::from_secs(30));
+        metrics
+    }
+
     /// (Re)starts member `id` with its existing data.
     pub fn start_member(&mut self, id: u64) {
         let (extra, initial) = (self.extra.clone(), self.initial.clone());

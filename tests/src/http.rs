@@ -38,3 +38,10 @@ pub fn get_tls(addr: SocketAddr, path: &str, who: &crate::pki::Cert) -> Result<S
     }
     Ok(body)
 }
+
+/// One sample of a `/metrics` body: `name` with its labels as exposed
+/// (`rdmaq_grants_total`, `rdmaq_write_stage_seconds_sum{stage="append"}`).
+pub fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

@@ -469,8 +469,27 @@ fn metrics_show_grants_denials_and_tenant_caps() {
         "rdmaq_tenant_cap{tenant=\"t1\",dim=\"qp\"} 3",
         "rdmaq_tenant_allotted{tenant=\"t1\",dim=\"qp\"} 3",
         "rdmaq_raft_is_leader 1",
+        // Both acquisitions (granted and refused) timed whole.
+        "rdmaq_write_stage_seconds_count{stage=\"serve\"} 2",
+        // A single member forwards nothing.
+        "rdmaq_write_stage_seconds_count{stage=\"forward\"} 0",
     ] {
         assert!(body.contains(line), "{line:?} missing from:\n{body}");
+    }
+    // Every write went through each stage of the leader's path (the quota, the
+    // registration and both acquisitions: four proposals at least).
+    for (stage, at_least) in [
+        ("queue", 4),
+        ("write", 1),
+        ("append", 1),
+        ("save_committed", 1),
+        ("apply", 1),
+    ] {
+        let count = metric(
+            &body,
+            &format!("rdmaq_write_stage_seconds_count{{stage=\"{stage}\"}}"),
+        );
+        assert!(count >= at_least, "stage {stage}: {count} observations");
     }
 }
 
@@ -550,9 +569,8 @@ fn usage_watch_refreshes_the_table_until_its_count() {
 
 /// The value of metric `name` (no labels) in a /metrics body.
 fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    rdmaq_lab::http::sample(body, name).unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+        as u64
 }
 
 /// A member that serves an agent's write without being the leader (it forwards it) says so
@@ -561,25 +579,7 @@ fn metric(body: &str, name: &str) -> u64 {
 #[test]
 fn agents_move_to_the_leader_and_followers_stop_forwarding() {
     let mut c = CoordinatorCluster::start(3, &["--agent-heartbeat-interval-ms", "200"]);
-    // Each member with a metrics listener of its own (restarted with its data).
-    let metrics: Vec<std::net::SocketAddr> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        })
-        .collect();
-    for id in 1..=3 {
-        c.kill(id);
-        c.set_flags(
-            id,
-            &["--metrics-listen", &metrics[id as usize - 1].to_string()],
-        );
-    }
-    for id in 1..=3 {
-        c.start_member(id);
-    }
+    let metrics = c.with_metrics();
     let leader = c.wait_leader(Duration::from_secs(30));
     c.cli_ok(&["quota", "set", "t1", "--max-qp", "10"]);
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();

@@ -24,7 +24,10 @@ use std::{
 
 use clap::Parser;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use rdmaq_bench::etcd::EtcdCluster;
+use rdmaq_bench::{
+    etcd::EtcdCluster,
+    stages::{self, StageTime},
+};
 use rdmaq_lab::{coordinator::CoordinatorCluster, pki::Cert};
 use rdmaq_proto::v1::{self as pb, admin_client::AdminClient, agent_client::AgentClient};
 use serde::Serialize;
@@ -42,6 +45,9 @@ struct Point {
     /// etcd: transactions that lost the compare-and-swap and were retried.
     conflicts: u64,
     errors: u64,
+    /// rdmaq: each member's mean time per stage of a write during the point.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stages: Vec<StageTime>,
 }
 
 /// Grants per second and latency, rdmaq's coordinator against an etcd compare-and-swap
@@ -108,6 +114,7 @@ fn point(
         max_ms: lat.last().copied().unwrap_or(0) as f64 / 1000.0,
         conflicts: tallies.iter().map(|t| t.conflicts).sum(),
         errors: tallies.iter().map(|t| t.errors).sum(),
+        stages: Vec::new(),
     }
 }
 
@@ -158,6 +165,7 @@ where
 
 async fn rdmaq_point(
     c: &CoordinatorCluster,
+    metrics: &[std::net::SocketAddr],
     certs: &[Cert],
     stay: bool,
     clients: usize,
@@ -198,6 +206,8 @@ async fn rdmaq_point(
         }
     }
     let agents = Arc::new(agents);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let before: Vec<stages::Reading> = metrics.iter().map(|m| stages::scrape(*m)).collect();
     let preferred: Arc<Vec<AtomicUsize>> =
         Arc::new((0..clients).map(|_| AtomicUsize::new(0)).collect());
     let tallies = drive(clients, secs, move |i, n| {
@@ -229,7 +239,17 @@ async fn rdmaq_point(
         }
     })
     .await;
-    point("rdmaq", clients, tenants, secs, tallies)
+    let mut p = point("rdmaq", clients, tenants, secs, tallies);
+    // (The warm-up's grants are in these too: means, not counts, are what they are for.)
+    for ((id, m), before) in (1..).zip(metrics).zip(&before) {
+        p.stages.extend(stages::between(
+            id,
+            id == leader,
+            before,
+            &stages::scrape(*m),
+        ));
+    }
+    p
 }
 
 async fn etcd_point(e: &EtcdCluster, clients: usize, tenants: usize, secs: f64) -> Point {
@@ -290,7 +310,8 @@ fn main() {
     eprintln!(
         "starting a 3-member rdmaq cluster (mTLS, durable) and a 3-member etcd cluster (durable)"
     );
-    let c = CoordinatorCluster::start(3, &[]);
+    let mut c = CoordinatorCluster::start(3, &[]);
+    let metrics = c.with_metrics();
     let e = args
         .systems
         .iter()
@@ -323,7 +344,10 @@ fn main() {
             for &n in &args.clients {
                 for system in &args.systems {
                     let p = match system.as_str() {
-                        "rdmaq" => rdmaq_point(&c, &certs, args.stay, n, tenants, args.secs).await,
+                        "rdmaq" => {
+                            rdmaq_point(&c, &metrics, &certs, args.stay, n, tenants, args.secs)
+                                .await
+                        }
                         "etcd" => {
                             etcd_point(e.as_ref().expect("etcd"), n, tenants, args.secs).await
                         }
@@ -345,6 +369,9 @@ fn main() {
                             String::new()
                         }
                     );
+                    if !p.stages.is_empty() {
+                        println!("{}", stages::describe(&p.stages));
+                    }
                     points.push(p);
                 }
             }

@@ -24,7 +24,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
-use crate::state::{Response, State};
+use crate::{
+    stages::{self, Stages},
+    state::{Response, State},
+};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -135,11 +138,12 @@ fn put_meta<T: Serialize>(
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    stages: Stages,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db }
+    pub fn new(db: Arc<Database>, stages: Stages) -> Self {
+        LogStore { db, stages }
     }
 }
 
@@ -206,7 +210,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        put_meta(&self.db, COMMITTED, &committed, ErrorSubject::Store)
+        let start = std::time::Instant::now();
+        let saved = put_meta(&self.db, COMMITTED, &committed, ErrorSubject::Store);
+        stages::since(&self.stages.save_committed, start);
+        saved
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -230,6 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let start = std::time::Instant::now();
         let subject = ErrorSubject::Logs;
         let txn = self
             .db
@@ -249,6 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = txn
             .commit()
             .map_err(|e| std::io::Error::other(e.to_string()));
+        stages::since(&self.stages.append, start);
         let failed = result.as_ref().err().map(|e| {
             io_err(
                 subject,
@@ -363,14 +372,16 @@ struct SnapshotBody {
 pub struct StateMachineStore {
     db: Arc<Database>,
     applied: SharedState,
+    stages: Stages,
 }
 
 impl StateMachineStore {
     /// Loads the latest snapshot, if any; openraft replays the committed log after it.
-    pub fn new(db: Arc<Database>) -> Result<Self, StorageError> {
+    pub fn new(db: Arc<Database>, stages: Stages) -> Result<Self, StorageError> {
         let store = StateMachineStore {
             db,
             applied: SharedState::default(),
+            stages,
         };
         if let Some((meta, data)) = get_snapshot(&store.db)? {
             store.install(&meta, &data)?;
@@ -463,6 +474,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let start = std::time::Instant::now();
         let mut applied = self.applied.write().expect("state lock");
         let mut out = Vec::new();
         for entry in entries {
@@ -481,6 +493,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         applied.announce_quotas();
+        drop(applied);
+        stages::since(&self.stages.apply, start);
         Ok(out)
     }
 

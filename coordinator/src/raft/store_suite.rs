@@ -14,6 +14,7 @@ use super::{
     StorageError, TypeConfig,
     store::{self, LogStore, StateMachineStore},
 };
+use crate::stages::Stages;
 
 /// Removes a case's directory when the case is done.
 struct Dir(PathBuf);
@@ -36,8 +37,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Dir> for Redb {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let db = store::open(&dir).expect("a fresh database in the temp dir");
-        let sm = StateMachineStore::new(db.clone())?;
-        Ok((Dir(dir), LogStore::new(db), sm))
+        let sm = StateMachineStore::new(db.clone(), Stages::default())?;
+        Ok((Dir(dir), LogStore::new(db, Stages::default()), sm))
     }
 }
 

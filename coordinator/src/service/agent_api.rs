@@ -10,6 +10,7 @@ use super::{authz, ok_reply, quota_to_pb, unexpected};
 use crate::{
     Error,
     cluster::Cluster,
+    stages,
     state::{AllotmentView, Amounts, Command, Reply, validate},
 };
 
@@ -30,6 +31,34 @@ impl AgentService {
             );
         }
         response
+    }
+
+    /// An Acquire, past its timing (`Stages::serve`).
+    async fn acquire_here(
+        &self,
+        req: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let who = authz::agent_for(&self.cluster, &req, "Agent/Acquire", &req.get_ref().node)?;
+        let req = req.into_inner();
+        names(&req.node, Some(&req.tenant))?;
+        let command = Command::Acquire {
+            node: req.node,
+            tenant: req.tenant,
+            want: Amounts::from_pb(req.want),
+            min: Amounts::from_pb(req.min),
+        };
+        match ok_reply(self.cluster.batcher.propose_as(&who, command).await?)? {
+            Reply::Granted {
+                granted,
+                allotment,
+                quota,
+            } => Ok(self.answer(pb::AcquireResponse {
+                granted: granted.to_pb(),
+                quota: Some(quota_to_pb(&allotment.tenant, &quota)),
+                allotment: Some(allotment_to_pb(&allotment)),
+            })),
+            other => Err(unexpected(other)),
+        }
     }
 }
 
@@ -77,27 +106,10 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let who = authz::agent_for(&self.cluster, &req, "Agent/Acquire", &req.get_ref().node)?;
-        let req = req.into_inner();
-        names(&req.node, Some(&req.tenant))?;
-        let command = Command::Acquire {
-            node: req.node,
-            tenant: req.tenant,
-            want: Amounts::from_pb(req.want),
-            min: Amounts::from_pb(req.min),
-        };
-        match ok_reply(self.cluster.batcher.propose_as(&who, command).await?)? {
-            Reply::Granted {
-                granted,
-                allotment,
-                quota,
-            } => Ok(self.answer(pb::AcquireResponse {
-                granted: granted.to_pb(),
-                quota: Some(quota_to_pb(&allotment.tenant, &quota)),
-                allotment: Some(allotment_to_pb(&allotment)),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let start = std::time::Instant::now();
+        let served = self.acquire_here(req).await;
+        stages::since(&self.cluster.stages.serve, start);
+        served
     }
 
     async fn release(
