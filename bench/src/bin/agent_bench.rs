@@ -1,6 +1,9 @@
 //! Admission round trip over the agent's socket, and the agent's cost: p50/p99 of an
-//! Admit (one QP, no prefetch) with 1 and 32 concurrent clients, then the agent's CPU and
-//! RSS idle and under a paced 10,000 admissions/s. Standalone agent on the host, no eBPF.
+//! Admit (one QP, no prefetch) with 1 and 32 concurrent clients, each next to the floor
+//! (the same frames against a blocking echo thread), then again with the client, the echo
+//! thread and the agent all pinned to one CPU (no cross-CPU wake-ups: the difference to the
+//! floor is the agent's own work), then the agent's CPU and RSS idle and under a paced
+//! 10,000 admissions/s. Standalone agent on the host, no eBPF.
 //!
 //!     cargo build --release --workspace
 //!     target/release/agent-bench
@@ -15,6 +18,10 @@ use std::{
 };
 
 use clap::Parser;
+use nix::{
+    sched::{CpuSet, sched_setaffinity},
+    unistd::Pid,
+};
 use rdmaq_lab::bins;
 use rdmaq_proto::{
     frame,
@@ -102,10 +109,38 @@ fn cpu_percent(pid: u32, over: Duration, during: impl FnOnce()) -> (f64, u64) {
     )
 }
 
+/// p50, p99 and max of `lat`, in µs.
+fn quantiles(mut lat: Vec<Duration>) -> (f64, f64, f64) {
+    lat.sort();
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+    (q(0.5), q(0.99), q(1.0))
+}
+
+/// Pins the calling thread (and the threads it starts from now on) to `cpus`.
+fn pin_self(cpus: &[usize]) {
+    let mut set = CpuSet::new();
+    for c in cpus {
+        set.set(*c).expect("a CPU number");
+    }
+    sched_setaffinity(Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
+/// Pins every thread of process `pid` to `cpus` (a taskset list, "0" or "0-1").
+fn pin_process(pid: u32, cpus: &str) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux)")
+        .success();
+    assert!(ok, "taskset -a -p -c {cpus} {pid} failed");
+}
+
 /// The floor: the same request/reply pattern against a plain blocking echo thread, which
 /// costs only the socket and the thread wake-ups.
-fn baseline(dir: &Path) {
+fn baseline(dir: &Path) -> (f64, f64, f64) {
     let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
@@ -129,13 +164,36 @@ fn baseline(dir: &Path) {
         call(&mut s, i, admit());
         lat.push(t.elapsed());
     }
-    lat.sort();
-    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
-    println!(
-        "baseline (blocking echo thread, same frames): p50 {:.1} us, p99 {:.1} us",
-        q(0.5),
-        q(0.99)
-    );
+    quantiles(lat)
+}
+
+/// Admissions (each followed by a release) of `clients` concurrent clients.
+fn admissions(sock: &Path, clients: usize, per_client: usize) -> (usize, (f64, f64, f64)) {
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let sock = sock.to_path_buf();
+            std::thread::spawn(move || {
+                let mut s = client(&sock);
+                let mut lat = Vec::with_capacity(per_client);
+                for i in 0..per_client as u64 {
+                    let t = Instant::now();
+                    call(&mut s, 2 * i + 1, admit());
+                    lat.push(t.elapsed());
+                    call(&mut s, 2 * i + 2, release());
+                }
+                lat
+            })
+        })
+        .collect();
+    let all: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client"))
+        .collect();
+    (all.len(), quantiles(all))
+}
+
+fn row(what: &str, (p50, p99, max): (f64, f64, f64)) {
+    println!("{what:<44} p50 {p50:>7.1} us   p99 {p99:>7.1} us   max {max:>8.1} us");
 }
 
 /// The admission round trip a program sees, against the real rdmaq-agent on this host
@@ -162,39 +220,31 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = agent.id();
-    baseline(&dir);
+    let all_cpus: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .collect();
+    row("floor: blocking echo thread, same frames", baseline(&dir));
     for clients in [1usize, 32] {
         let per_client = if clients == 1 { 20_000 } else { 2_000 };
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                let sock = sock.clone();
-                std::thread::spawn(move || {
-                    let mut s = client(&sock);
-                    let mut lat = Vec::with_capacity(per_client);
-                    for i in 0..per_client as u64 {
-                        let t = Instant::now();
-                        call(&mut s, 2 * i + 1, admit());
-                        lat.push(t.elapsed());
-                        call(&mut s, 2 * i + 2, release());
-                    }
-                    lat
-                })
-            })
-            .collect();
-        let mut all: Vec<Duration> = handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("client"))
-            .collect();
-        all.sort();
-        let q = |p: f64| all[((all.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
-        println!(
-            "{clients:>2} client(s): {} admissions, round trip p50 {:.1} us, p99 {:.1} us, max {:.1} us",
-            all.len(),
-            q(0.50),
-            q(0.99),
-            q(1.0)
-        );
+        let (n, q) = admissions(&sock, clients, per_client);
+        row(&format!("agent, {clients} client(s), {n} admissions"), q);
     }
+    // Everything on CPU 0: each round trip is two switches on one CPU, no wake-up of
+    // another; what the agent adds to the floor now is its own work.
+    pin_self(&[0]);
+    pin_process(pid, "0");
+    let floor = baseline(&dir);
+    row("floor, client and echo thread on CPU 0", floor);
+    let (n, pinned) = admissions(&sock, 1, 20_000);
+    row(
+        &format!("agent, 1 client, all on CPU 0, {n} admissions"),
+        pinned,
+    );
+    println!(
+        "agent's own work per admission (CPU 0, p50 over the floor): {:.1} us",
+        pinned.0 - floor.0
+    );
+    pin_self(&all_cpus);
+    pin_process(pid, &format!("0-{}", all_cpus.len() - 1));
     let (idle, rss_idle) = cpu_percent(pid, Duration::from_secs(5), || {});
     println!("idle: CPU {idle:.2} %, RSS {rss_idle} KiB");
     let (busy, rss_busy) = cpu_percent(pid, Duration::from_secs(5), || {

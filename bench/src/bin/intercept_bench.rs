@@ -58,12 +58,68 @@ struct Args {
     /// Rounds, modes alternating within each.
     #[arg(default_value_t = 3)]
     rounds: usize,
+    /// First count each mode's system calls (`strace -c -f`, one run of each verb pair) and
+    /// print those the library adds or removes per pair: where its time goes in the VM.
+    #[arg(long)]
+    strace: bool,
+}
+
+/// System call -> calls, from `strace -c` output.
+fn syscall_counts(summary: &str) -> std::collections::BTreeMap<String, u64> {
+    summary
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // "% time seconds usecs/call calls [errors] syscall"; not the header, rules or total.
+            if cols.len() < 5 || cols[0].parse::<f64>().is_err() || cols.last() == Some(&"total")
+            {
+                return None;
+            }
+            Some((cols.last()?.to_string(), cols[3].parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs each mode once per verb pair under strace and prints, per system call, the calls per
+/// pair each mode makes where they differ from the run without the library.
+fn count_syscalls(n: &Node, modes: &[(&str, String)], bench: &str, iters: u32) {
+    for what in ["qp", "mr"] {
+        let counts: Vec<_> = modes
+            .iter()
+            .map(|(_, prefix)| {
+                let out = n
+                    .run_ok(&format!(
+                        "strace -c -f -o /tmp/strace.txt {prefix} {bench} {what} {iters} >/dev/null && cat /tmp/strace.txt"
+                    ))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                syscall_counts(&out.stdout)
+            })
+            .collect();
+        let names: std::collections::BTreeSet<&String> =
+            counts.iter().flat_map(|c| c.keys()).collect();
+        println!("{what} pair: system calls per pair where a mode differs from the run without the library");
+        for name in names {
+            let per_pair: Vec<f64> = counts
+                .iter()
+                .map(|c| c.get(name).copied().unwrap_or(0) as f64 / iters as f64)
+                .collect();
+            if per_pair.iter().any(|p| (p - per_pair[0]).abs() >= 0.01) {
+                let cells: Vec<String> = modes
+                    .iter()
+                    .zip(&per_pair)
+                    .map(|((mode, _), p)| format!("{mode} {p:.3}"))
+                    .collect();
+                println!("  {name:<16} {}", cells.join("   "));
+            }
+        }
+    }
 }
 
 fn main() {
     let Args {
         iterations: iters,
         rounds,
+        strace,
     } = Args::parse();
     let lab = Lab::start(&LabSpec::new(1, Kernel::from_env())).expect("lab");
     let n = lab.node(1);
@@ -92,6 +148,9 @@ fn main() {
         "kernel {}, {iters} iterations x {rounds} rounds, medians",
         lab.kernel_release()
     );
+    if strace {
+        count_syscalls(n, &modes, &bench, iters);
+    }
     for what in ["qp", "mr"] {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         for _ in 0..rounds {
