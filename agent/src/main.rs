@@ -189,12 +189,16 @@ async fn main() -> anyhow::Result<()> {
             .kernel_seen
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    if !args.no_ebpf {
+        // What the node holds already is charged before the first admission.
+        reconcile::view_from_dump(&agent).await;
+        let mut reconciler = reconcile::Reconciler::default();
+        reconciler.pass(&agent).await;
+        tokio::spawn(monitor::supervise(agent.clone()));
+        tokio::spawn(reconciler.run(agent.clone()));
+    }
     tokio::spawn(leases::run(agent.clone()));
     tokio::spawn(leases::watch_quotas(agent.clone()));
-    if !args.no_ebpf {
-        tokio::spawn(monitor::supervise(agent.clone()));
-        tokio::spawn(reconcile::run(agent.clone()));
-    }
     let socket = agent.cfg.socket.clone();
     tokio::select! {
         _ = server::serve(listener, agent) => {}

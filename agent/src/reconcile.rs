@@ -71,13 +71,62 @@ fn resolve_owner(agent: &Agent, pid: u32) -> Owner {
     Owner { tenant, cgroup }
 }
 
-pub async fn run(agent: Arc<Agent>) {
-    let mut reported: HashMap<u32, Amounts> = HashMap::new();
-    let mut capped: HashSet<String> = HashSet::new();
-    let mut owners: HashMap<u32, Owner> = HashMap::new();
-    let mut tick = tokio::time::interval(PERIOD);
-    loop {
-        tick.tick().await;
+/// Before the agent serves anything: the kernel view starts as one resource dump, so that
+/// the first reconciliation pass (also before serving, `Reconciler::pass`) charges what the
+/// node already holds, process by process, as objects the library did not admit (a process
+/// admitted by a previous agent takes them back as it reconnects and claims its tokens).
+/// The eBPF monitor attaches and seeds the view seconds later (tens under emulation):
+/// without this, a starting agent admitted from its allotment blind to objects its node
+/// already held that the coordinator had never heard of (found by the nemesis: a program
+/// without the library held 2 of `root`'s QPs while the starting agent admitted 3 more,
+/// against a cap of 6 shared with another node).
+pub async fn view_from_dump(agent: &Agent) {
+    match tokio::task::spawn_blocking(crate::monitor::dump).await {
+        Ok(Ok((view, _))) => {
+            let pids: Vec<u32> = view.keys().copied().collect();
+            if !pids.is_empty() {
+                tracing::info!(
+                    processes = pids.len(),
+                    "RDMA objects held at start: charged until their programs reconnect"
+                );
+            }
+            // They held objects before this agent: the backstop leaves them alone.
+            agent.preexisting.lock().expect("preexisting").extend(pids);
+            *agent.kernel.lock().expect("kernel view") = view;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "no RDMA resource dump at start: objects held before this agent are counted once its monitor is seeded");
+        }
+        Err(e) => tracing::warn!(error = %e, "resource dump task failed"),
+    }
+}
+
+/// What reconciliation remembers from pass to pass.
+#[derive(Default)]
+pub struct Reconciler {
+    reported: HashMap<u32, Amounts>,
+    capped: HashSet<String>,
+    owners: HashMap<u32, Owner>,
+}
+
+impl Reconciler {
+    /// A pass every `PERIOD`, for as long as the agent runs.
+    pub async fn run(mut self, agent: Arc<Agent>) {
+        let mut tick = tokio::time::interval(PERIOD);
+        loop {
+            tick.tick().await;
+            self.pass(&agent).await;
+        }
+    }
+
+    /// One comparison of the library's view with the kernel's: charges each tenant what its
+    /// processes hold beyond what they were admitted, and applies the backstop.
+    pub async fn pass(&mut self, agent: &Agent) {
+        let Reconciler {
+            reported,
+            capped,
+            owners,
+        } = self;
         // Read before the view: if seeding is done by now, this pass counts the kernel's
         // objects, and a restart's floor has done its job at its end.
         let seen = agent.kernel_seeded.load(Ordering::SeqCst);
@@ -119,7 +168,7 @@ pub async fn run(agent: Arc<Agent>) {
         for (pid, extra) in &found {
             let owner = owners
                 .entry(*pid)
-                .or_insert_with(|| resolve_owner(&agent, *pid))
+                .or_insert_with(|| resolve_owner(agent, *pid))
                 .clone();
             let tenant = owner.tenant;
             if reported.get(pid) != Some(extra) {
@@ -144,7 +193,7 @@ pub async fn run(agent: Arc<Agent>) {
                         "held objects before this agent started: charged, not punished"
                     );
                 } else {
-                    backstop(&agent, *pid, &tenant, owner.cgroup.as_deref(), &mut capped);
+                    backstop(agent, *pid, &tenant, owner.cgroup.as_deref(), capped);
                 }
             }
             let e = per_tenant.entry(tenant).or_default();

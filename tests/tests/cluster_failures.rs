@@ -118,6 +118,45 @@ fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
     });
 }
 
+/// Found by the nemesis (seed 7341576606518427401, at 14.7 s): a starting agent admitted
+/// from its allotment before its eBPF view was seeded, beside QPs that a program without
+/// the library already held on its node and that the coordinator had never heard of.
+#[test]
+fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
+    rdmaq_lab::require_lab!();
+    let cl = ClusterLab::start(2, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    set_quota(&cl, "root", 3);
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        let node = cl.lab.node(1);
+        // With the agent down, a program without the library (charged to "root" by rule)
+        // takes 2 QPs: nobody reports them.
+        node.run_ok("pkill -9 -x rdmaq-agent; sleep 0.5").unwrap();
+        let check = programs::verbs_check().display().to_string();
+        let bypass = node.spawn(&format!("{check} hold 2 120 > /tmp/bypass.out 2>&1"));
+        assert_eq!(created(&created_in(node, "/tmp/bypass.out")), 2);
+        cl.start_agent(node).unwrap();
+        node.run_ok(
+            "for t in $(seq 300); do [ $(grep -c 'registered with the coordinator' /tmp/agent.log) -ge 2 ] && break; sleep 0.1; done",
+        )
+        .unwrap();
+        // Registered, the kernel not yet seen by its monitor: one QP is left beside them.
+        let out = node
+            .run_ok(&ClusterLab::exec("root", "qps 3"))
+            .unwrap()
+            .stdout;
+        if created(&out) > 1 {
+            let log = node.run_ok("tail -n 40 /tmp/agent.log").unwrap().stdout;
+            panic!("admitted beside the held QPs: {out}\nagent log:\n{log}");
+        }
+        bypass.kill();
+        if let Err(t) = checker.finish(3) {
+            panic!("{t}");
+        }
+    });
+}
+
 #[test]
 fn a_program_without_the_library_is_charged_cluster_wide() {
     rdmaq_lab::require_lab!();
