@@ -21,8 +21,8 @@ use crate::{
     forward::{Forwarder, unexpected},
     lease_clock::LeaseClock,
     metrics::Denials,
-    stages::Stages,
     raft::{NodeId, Raft, store::SharedState, with_quorum},
+    stages::Stages,
     state::{Command, LeasePolicy, State},
 };
 
@@ -88,7 +88,9 @@ impl Cluster {
     /// Runs `f` on state that reflects every write committed before this call.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, Error> {
         match with_quorum(self.quorum_timeout, "read", self.raft.ensure_linearizable()).await? {
-            Ok(_) => {}
+            Ok(_) => {
+                self.apply_own_log().await?;
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
                 let index = match self.forwarder.forward(&fwd, Forwarded::ReadIndex).await? {
                     ForwardReply::ReadIndex(i) => i,
@@ -106,6 +108,23 @@ impl Cluster {
         Ok(f(&applied.state))
     }
 
+    /// On the leader, once its leadership is confirmed: waits until it has applied every
+    /// entry its log holds now. Every acknowledged write is in the
+    /// leader's log, so a read after this sees it. openraft's own read index is the larger
+    /// of the leader's blank entry and the committed index, which is not enough: a leader
+    /// restored after a restart keeps its term without a new blank entry, and the
+    /// committed index it read back may be older than what it acknowledged (it is stored
+    /// without an fsync of its own, `LogStore::save_committed`).
+    async fn apply_own_log(&self) -> Result<(), Error> {
+        let last = self.raft.metrics().borrow().last_log_index;
+        self.raft
+            .wait(Some(self.quorum_timeout))
+            .applied_index_at_least(last, "linearizable read")
+            .await
+            .map_err(|e| Error::Raft(format!("applying the leader's log: {e}")))?;
+        Ok(())
+    }
+
     /// The leader's side of a follower's read: its applied index once leadership is
     /// confirmed.
     pub async fn read_index(&self) -> Result<u64, Error> {
@@ -116,7 +135,9 @@ impl Cluster {
         )
         .await?
         {
-            Ok(_) => {}
+            Ok(_) => {
+                self.apply_own_log().await?;
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
                 return Err(Error::NoLeader);
             }

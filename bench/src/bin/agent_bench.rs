@@ -220,8 +220,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = agent.id();
-    let all_cpus: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .collect();
+    let all_cpus: Vec<usize> =
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
     row("floor: blocking echo thread, same frames", baseline(&dir));
     for clients in [1usize, 32] {
         let per_client = if clients == 1 { 20_000 } else { 2_000 };

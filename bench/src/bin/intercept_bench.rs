@@ -71,8 +71,7 @@ fn syscall_counts(summary: &str) -> std::collections::BTreeMap<String, u64> {
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
             // "% time seconds usecs/call calls [errors] syscall"; not the header, rules or total.
-            if cols.len() < 5 || cols[0].parse::<f64>().is_err() || cols.last() == Some(&"total")
-            {
+            if cols.len() < 5 || cols[0].parse::<f64>().is_err() || cols.last() == Some(&"total") {
                 return None;
             }
             Some((cols.last()?.to_string(), cols[3].parse().ok()?))
@@ -97,7 +96,9 @@ fn count_syscalls(n: &Node, modes: &[(&str, String)], bench: &str, iters: u32) {
             .collect();
         let names: std::collections::BTreeSet<&String> =
             counts.iter().flat_map(|c| c.keys()).collect();
-        println!("{what} pair: system calls per pair where a mode differs from the run without the library");
+        println!(
+            "{what} pair: system calls per pair where a mode differs from the run without the library"
+        );
         for name in names {
             let per_pair: Vec<f64> = counts
                 .iter()
