@@ -24,6 +24,7 @@ use rdmaq_common::tls::{
     Role, Tls, TlsFiles,
     issue::{self, Leaf, Pem, Validity},
 };
+use rdmaq_bench::stages;
 use rdmaq_lab::coordinator::CoordinatorCluster;
 use rdmaq_proto::v1::{self as pb, admin_client::AdminClient, agent_client::AgentClient};
 use tonic::{Code, transport::Channel};
@@ -309,7 +310,9 @@ fn main() {
         "3-member cluster (mTLS, durable); {} agents x {} tenants (cap {} QPs) for {} s",
         args.agents, args.tenants, args.cap, args.secs
     );
-    let c = CoordinatorCluster::start(3, &["--max-connections", &per_member.max(4096).to_string()]);
+    let mut c =
+        CoordinatorCluster::start(3, &["--max-connections", &per_member.max(4096).to_string()]);
+    let metrics = c.with_metrics();
     let t0 = Instant::now();
     let certs = agent_certs(&c.pki.dir, args.agents);
     eprintln!("{} agent certificates in {:?}", args.agents, t0.elapsed());
@@ -440,6 +443,8 @@ fn main() {
         stats.grants.lock().unwrap().clear();
         let mut max_rss = vec![0u64; pids.len()];
         let measured = Instant::now();
+        let stages_before: Vec<stages::Reading> =
+            metrics.iter().map(|m| stages::scrape(*m)).collect();
         while Instant::now() + Duration::from_secs(1) <= measure_until {
             tokio::time::sleep(Duration::from_secs(1)).await;
             for (k, p) in pids.iter().enumerate() {
@@ -457,6 +462,16 @@ fn main() {
                 _ => f64::NAN,
             })
             .collect();
+        let leader = c.wait_leader(Duration::from_secs(10));
+        let mut stage_times = Vec::new();
+        for ((id, m), before) in (1..).zip(&metrics).zip(&stages_before) {
+            stage_times.extend(stages::between(
+                id,
+                id == leader,
+                before,
+                &stages::scrape(*m),
+            ));
+        }
         for t in tasks {
             let _ = t.await;
         }
@@ -509,6 +524,8 @@ fn main() {
             SILENCE.as_secs(),
             stats.errors.load(Ordering::Relaxed)
         );
+        println!("where a write's time went, per member (mean per observation):");
+        println!("{}", stages::describe(&stage_times));
         println!(
             "invariant: {} usage checks, {} violations",
             checks.load(Ordering::Relaxed),
