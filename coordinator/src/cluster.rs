@@ -109,12 +109,12 @@ impl Cluster {
     }
 
     /// On the leader, once its leadership is confirmed: waits until it has applied every
-    /// entry its log holds now. Every acknowledged write is in the
-    /// leader's log, so a read after this sees it. openraft's own read index is the larger
-    /// of the leader's blank entry and the committed index, which is not enough: a leader
-    /// restored after a restart keeps its term without a new blank entry, and the
-    /// committed index it read back may be older than what it acknowledged (it is stored
-    /// without an fsync of its own, `LogStore::save_committed`).
+    /// entry its log holds now. Every acknowledged write is in the leader's log, so a read
+    /// after this sees it. openraft's own read index is the larger of the leader's blank
+    /// entry and the committed index, which is not enough: a leader restored after a
+    /// restart keeps its term without a new blank entry, and the committed index it read
+    /// back may be older than what it acknowledged (it is stored without an fsync of its
+    /// own, `LogStore::save_committed`).
     async fn apply_own_log(&self) -> Result<(), Error> {
         let last = self.raft.metrics().borrow().last_log_index;
         self.raft

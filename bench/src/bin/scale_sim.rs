@@ -20,11 +20,11 @@ use std::{
 };
 
 use clap::Parser;
+use rdmaq_bench::stages;
 use rdmaq_common::tls::{
     Role, Tls, TlsFiles,
     issue::{self, Leaf, Pem, Validity},
 };
-use rdmaq_bench::stages;
 use rdmaq_lab::coordinator::CoordinatorCluster;
 use rdmaq_proto::v1::{self as pb, admin_client::AdminClient, agent_client::AgentClient};
 use tonic::{Code, transport::Channel};
