@@ -45,17 +45,28 @@ pub struct Cluster {
     forwarder: Arc<Forwarder>,
 }
 
+/// A member's timing: the lease policy it stamps into entries, how long a write or read
+/// waits for a quorum, and its wall clock's offset (test-only).
+pub struct Timing {
+    pub policy: LeasePolicy,
+    pub quorum_timeout: Duration,
+    pub wall_offset_ms: i64,
+}
+
 impl Cluster {
     pub fn new(
         id: NodeId,
         raft: Raft,
         applied: SharedState,
-        policy: LeasePolicy,
-        quorum_timeout: Duration,
+        timing: Timing,
         tls: Option<Arc<Tls>>,
-        wall_offset_ms: i64,
         stages: Stages,
     ) -> Cluster {
+        let Timing {
+            policy,
+            quorum_timeout,
+            wall_offset_ms,
+        } = timing;
         let forwarder = Arc::new(Forwarder::new(tls.clone()));
         let batcher = Batcher::start(Writer {
             raft: raft.clone(),

@@ -89,14 +89,17 @@ pub async fn run(
     )
     .await
     .map_err(|e| Error::Raft(e.to_string()))?;
+    let timing = crate::cluster::Timing {
+        policy: cfg.policy(),
+        quorum_timeout: Duration::from_millis(cfg.quorum_timeout_ms),
+        wall_offset_ms: cfg.test_clock_offset_ms,
+    };
     let cluster = Arc::new(Cluster::new(
         cfg.id,
         raft,
         applied,
-        cfg.policy(),
-        Duration::from_millis(cfg.quorum_timeout_ms),
+        timing,
         tls.clone(),
-        cfg.test_clock_offset_ms,
         stages,
     ));
 
