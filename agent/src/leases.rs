@@ -85,24 +85,27 @@ async fn heartbeat(agent: &Agent) {
         reports.truncate(MAX_TENANTS_PER_NODE);
     }
     let sent = Instant::now();
-    let reported: Vec<String> = reports.iter().map(|(t, u)| format!("{t}={u:?}")).collect();
+    // One line per heartbeat (debug): what was reported, and what the coordinator asked
+    // back — to tell, in a nemesis run, when a node heard of a contention. Built only when
+    // it is logged.
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let reported = debug.then(|| format!("{reports:?}"));
     match c.heartbeat(reports).await {
         Ok(r) => {
-            // One line per heartbeat (debug): what was reported, and what the coordinator
-            // asked back — to tell, in a nemesis run, when a node heard of a contention.
-            let asked: Vec<String> = r
-                .allotments
-                .iter()
-                .map(|a| (&a.tenant, Amounts::from_pb(a.reclaim)))
-                .filter(|(_, reclaim)| !reclaim.is_zero())
-                .map(|(t, reclaim)| format!("{t}={reclaim:?}"))
-                .collect();
-            tracing::debug!(
-                ?reported,
-                ?asked,
-                ms = sent.elapsed().as_millis() as u64,
-                "heartbeat acknowledged"
-            );
+            if let Some(reported) = reported {
+                let asked: Vec<_> = r
+                    .allotments
+                    .iter()
+                    .map(|a| (&a.tenant, Amounts::from_pb(a.reclaim)))
+                    .filter(|(_, reclaim)| !reclaim.is_zero())
+                    .collect();
+                tracing::debug!(
+                    reported,
+                    ?asked,
+                    ms = sent.elapsed().as_millis() as u64,
+                    "heartbeat acknowledged"
+                );
+            }
             for refusal in &r.refused {
                 tracing::debug!(tenant = %refusal.tenant, reason = %refusal.reason, "report not taken by the coordinator");
             }

@@ -85,3 +85,17 @@ pub fn describe(times: &[StageTime]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Every member's reading, member 1's first.
+pub fn scrape_all(metrics: &[SocketAddr]) -> Vec<Reading> {
+    metrics.iter().map(|m| scrape(*m)).collect()
+}
+
+/// What every member observed since `before` (`scrape_all`), member `leader` marked.
+pub fn since(metrics: &[SocketAddr], leader: u64, before: &[Reading]) -> Vec<StageTime> {
+    (1..)
+        .zip(metrics)
+        .zip(before)
+        .flat_map(|((id, m), before)| between(id, id == leader, before, &scrape(*m)))
+        .collect()
+}

@@ -11,6 +11,16 @@ use rdmaq_lab::{
     programs,
 };
 
+/// Starts `node`'s agent again (after the test killed it) and waits until it has registered
+/// with the coordinator (its log's second registration).
+fn start_agent_again(cl: &ClusterLab, node: &rdmaq_lab::Node) {
+    cl.start_agent(node).unwrap();
+    node.run_ok(
+        "for t in $(seq 300); do [ $(grep -c 'registered with the coordinator' /tmp/agent.log) -ge 2 ] && break; sleep 0.1; done",
+    )
+    .unwrap();
+}
+
 fn set_quota(cl: &ClusterLab, tenant: &str, qps: u64) {
     let out = cl.cli(&["quota", "set", tenant, "--max-qp", &qps.to_string()]);
     assert!(out.status.success(), "{out:?}");
@@ -136,11 +146,7 @@ fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
         let check = programs::verbs_check().display().to_string();
         let bypass = node.spawn(&format!("{check} hold 2 120 > /tmp/bypass.out 2>&1"));
         assert_eq!(created(&created_in(node, "/tmp/bypass.out")), 2);
-        cl.start_agent(node).unwrap();
-        node.run_ok(
-            "for t in $(seq 300); do [ $(grep -c 'registered with the coordinator' /tmp/agent.log) -ge 2 ] && break; sleep 0.1; done",
-        )
-        .unwrap();
+        start_agent_again(&cl, node);
         // Registered, the kernel not yet seen by its monitor: one QP is left beside them.
         let out = node
             .run_ok(&ClusterLab::exec("root", "qps 3"))
@@ -219,11 +225,7 @@ fn a_restarted_agent_counts_what_its_node_held_until_it_sees_the_kernel() {
         std::thread::sleep(Duration::from_secs(3)); // a heartbeat reports the use
         // The agent dies and comes back; the holder makes no call, so it does not reconnect.
         node.run_ok("pkill -9 -x rdmaq-agent; sleep 0.5").unwrap();
-        cl.start_agent(node).unwrap();
-        node.run_ok(
-            "for t in $(seq 300); do [ $(grep -c 'registered with the coordinator' /tmp/agent.log) -ge 2 ] && break; sleep 0.1; done",
-        )
-        .unwrap();
+        start_agent_again(&cl, node);
         // Registered, its allotment taken in, the kernel not yet seen: no admission.
         let out = node
             .run_ok(&ClusterLab::exec("t1", "qps 1"))

@@ -207,7 +207,7 @@ async fn rdmaq_point(
     }
     let agents = Arc::new(agents);
     let leader = c.wait_leader(Duration::from_secs(10));
-    let before: Vec<stages::Reading> = metrics.iter().map(|m| stages::scrape(*m)).collect();
+    let before = stages::scrape_all(metrics);
     let preferred: Arc<Vec<AtomicUsize>> =
         Arc::new((0..clients).map(|_| AtomicUsize::new(0)).collect());
     let tallies = drive(clients, secs, move |i, n| {
@@ -241,14 +241,7 @@ async fn rdmaq_point(
     .await;
     let mut p = point("rdmaq", clients, tenants, secs, tallies);
     // (The warm-up's grants are in these too: means, not counts, are what they are for.)
-    for ((id, m), before) in (1..).zip(metrics).zip(&before) {
-        p.stages.extend(stages::between(
-            id,
-            id == leader,
-            before,
-            &stages::scrape(*m),
-        ));
-    }
+    p.stages = stages::since(metrics, leader, &before);
     p
 }
 

@@ -443,8 +443,7 @@ fn main() {
         stats.grants.lock().unwrap().clear();
         let mut max_rss = vec![0u64; pids.len()];
         let measured = Instant::now();
-        let stages_before: Vec<stages::Reading> =
-            metrics.iter().map(|m| stages::scrape(*m)).collect();
+        let stages_before = stages::scrape_all(&metrics);
         while Instant::now() + Duration::from_secs(1) <= measure_until {
             tokio::time::sleep(Duration::from_secs(1)).await;
             for (k, p) in pids.iter().enumerate() {
@@ -463,15 +462,7 @@ fn main() {
             })
             .collect();
         let leader = c.wait_leader(Duration::from_secs(10));
-        let mut stage_times = Vec::new();
-        for ((id, m), before) in (1..).zip(&metrics).zip(&stages_before) {
-            stage_times.extend(stages::between(
-                id,
-                id == leader,
-                before,
-                &stages::scrape(*m),
-            ));
-        }
+        let stage_times = stages::since(&metrics, leader, &stages_before);
         for t in tasks {
             let _ = t.await;
         }

@@ -753,14 +753,7 @@ fn snapshots_encode_as_before_the_persistent_maps() {
     acquire(&mut s, 200, "n2", 2, 2);
     // Refused: t1 is contended for half a lease.
     acquire(&mut s, 250, "n2", 9, 9);
-    one(
-        &mut s,
-        300,
-        Command::Heartbeat {
-            node: "n1".into(),
-            used: vec![("t1".into(), qps(1))],
-        },
-    );
+    beat(&mut s, 300, "n1", 1);
     one(
         &mut s,
         400,
@@ -769,14 +762,7 @@ fn snapshots_encode_as_before_the_persistent_maps() {
         },
     );
     // n2's lease (1 s) runs out: it moves to the silent index.
-    one(
-        &mut s,
-        1_250,
-        Command::Heartbeat {
-            node: "n1".into(),
-            used: vec![("t1".into(), qps(1))],
-        },
-    );
+    beat(&mut s, 1_250, "n1", 1);
     let text = serde_json::to_string(&s).unwrap();
     assert_eq!(text, SNAPSHOT_BEFORE_PERSISTENT_MAPS);
     let mut back: State = serde_json::from_str(SNAPSHOT_BEFORE_PERSISTENT_MAPS).unwrap();
