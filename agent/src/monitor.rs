@@ -250,12 +250,14 @@ pub fn dump() -> Result<(KernelView, Counts), Error> {
 }
 
 /// Retries loading until it works (ib_core may load after the agent starts), then runs.
+/// Until then the view is refreshed from the kernel's resource dump (`refresh_view`).
 pub async fn supervise(agent: Arc<Agent>) {
     let mut warned = false;
     loop {
         // Parsing the kernel's BTF and loading the programs takes seconds on a small VM:
         // off the async workers, which keep serving admissions meanwhile.
-        let loaded = tokio::task::spawn_blocking(Monitor::load)
+        let loading = tokio::task::spawn_blocking(Monitor::load);
+        let loaded = refreshing(&agent, loading)
             .await
             .unwrap_or_else(|e| Err(Error::Ebpf(format!("loader task: {e}"))));
         match loaded {
@@ -267,11 +269,26 @@ pub async fn supervise(agent: Arc<Agent>) {
             }
             Err(e) => {
                 if !warned {
-                    tracing::warn!(error = %e, "eBPF monitor not running; retrying every 5 s (no kernel view, no backstop)");
+                    tracing::warn!(error = %e, "eBPF monitor not running; retrying every 5 s; meanwhile the kernel view is a resource dump taken every second");
                     warned = true;
                 }
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                refreshing(&agent, tokio::time::sleep(Duration::from_secs(5))).await;
             }
+        }
+    }
+}
+
+/// Awaits `work`, refreshing the kernel view from a resource dump every
+/// `reconcile::REFRESH` meanwhile.
+async fn refreshing<T>(agent: &Agent, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut refresh = tokio::time::interval(crate::reconcile::REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.tick().await; // the first tick is immediate; the start-up dump was just taken
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = refresh.tick() => crate::reconcile::refresh_view(agent).await,
         }
     }
 }

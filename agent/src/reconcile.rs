@@ -81,8 +81,8 @@ fn resolve_owner(agent: &Agent, pid: u32) -> Owner {
 /// without the library held 2 of `root`'s QPs while the starting agent admitted 3 more,
 /// against a cap of 6 shared with another node).
 pub async fn view_from_dump(agent: &Agent) {
-    match tokio::task::spawn_blocking(crate::monitor::dump).await {
-        Ok(Ok((view, _))) => {
+    match dump_now().await {
+        Ok(view) => {
             let pids: Vec<u32> = view.keys().copied().collect();
             if !pids.is_empty() {
                 tracing::info!(
@@ -94,11 +94,34 @@ pub async fn view_from_dump(agent: &Agent) {
             agent.preexisting.lock().expect("preexisting").extend(pids);
             *agent.kernel.lock().expect("kernel view") = view;
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "no RDMA resource dump at start: objects held before this agent are counted once its monitor is seeded");
         }
-        Err(e) => tracing::warn!(error = %e, "resource dump task failed"),
     }
+}
+
+/// Until the eBPF monitor is attached no event tells the agent of a new object, so the view
+/// is replaced by a fresh resource dump every `REFRESH` meanwhile (found by the nemesis: an
+/// agent killed before its monitor attached, 7–20 s after its start under emulation, had
+/// not seen the QPs a program without the library made after its start-up dump; the other
+/// nodes admitted the tenant's whole cap beside them). Only the monitor's task calls this,
+/// and only before it seeds the view, so no event is overwritten. Processes found here
+/// started after this agent: the backstop applies to them.
+pub async fn refresh_view(agent: &Agent) {
+    match dump_now().await {
+        Ok(view) => *agent.kernel.lock().expect("kernel view") = view,
+        Err(e) => tracing::debug!(error = %e, "resource dump failed; the kernel view is kept"),
+    }
+}
+
+/// How often `refresh_view` runs while the monitor is not attached.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+async fn dump_now() -> Result<kernel::KernelView, crate::Error> {
+    tokio::task::spawn_blocking(crate::monitor::dump)
+        .await
+        .unwrap_or_else(|e| Err(crate::Error::Ebpf(format!("resource dump task: {e}"))))
+        .map(|(view, _orphans)| view)
 }
 
 /// What reconciliation remembers from pass to pass.

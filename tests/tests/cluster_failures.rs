@@ -163,6 +163,70 @@ fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
     });
 }
 
+/// Found by the nemesis (seed 17846431650404810286, at 18 s; CI's fixed seed 20261204): an
+/// agent counted what its node held when it started, but until its eBPF monitor attached
+/// (7–20 s later under emulation) it saw no object made after that, so a program without
+/// the library took QPs unseen and the tenant's cap was admitted beside them.
+#[test]
+fn a_starting_agent_sees_objects_made_before_its_monitor_attaches() {
+    rdmaq_lab::require_lab!();
+    let cl = ClusterLab::start(2, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    set_quota(&cl, "root", 3);
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        let node = cl.lab.node(1);
+        node.run_ok("pkill -9 -x rdmaq-agent; rm -f /tmp/go /tmp/go2; sleep 0.5")
+            .unwrap();
+        // A program without the library (charged to "root" by rule), its device open, makes
+        // 2 QPs once /tmp/go exists.
+        let check = programs::verbs_check().display().to_string();
+        let bypass = node.spawn(&format!(
+            "{check} hold 2 120 /tmp/go > /tmp/bypass.out 2>&1"
+        ));
+        cl.start_agent(node).unwrap();
+        // A program under the library, started meanwhile (it takes seconds under emulation),
+        // asks for 3 QPs once /tmp/go2 exists.
+        let asker = node.spawn(&format!(
+            "{} > /tmp/asker.out 2>&1",
+            ClusterLab::exec("root", "gated /tmp/go2 3")
+        ));
+        // In one command on the node, so that it all fits before the monitor attaches:
+        // registered (the start-up dump is behind it), the QPs made, a dump refresh (every
+        // second) and a reconciliation pass later, the program asks — one QP is left.
+        let out = node
+            .run_ok(
+                "for t in $(seq 300); do [ $(grep -c 'registered with the coordinator' /tmp/agent.log) -ge 2 ] && break; sleep 0.1; done; \
+                 touch /tmp/go; for t in $(seq 100); do grep -q created /tmp/bypass.out && break; sleep 0.1; done; cat /tmp/bypass.out; \
+                 sleep 2; touch /tmp/go2; for t in $(seq 300); do grep -q created /tmp/asker.out && break; sleep 0.1; done; cat /tmp/asker.out; \
+                 awk '/rdmaq-agent serving/ {n = 0} /eBPF monitor attached/ {n++} END {print \"monitors\", n}' /tmp/agent.log",
+            )
+            .unwrap()
+            .stdout;
+        asker.wait_ok().unwrap();
+        let (held, asked) = out.split_once("first_errno").expect("the bypass's output");
+        assert_eq!(created(held), 2, "{out}");
+        let log = node.run_ok("cat /tmp/agent.log").unwrap().stdout;
+        let restart = log.rfind("rdmaq-agent serving").unwrap_or(0);
+        assert!(
+            out.contains("monitors 0"),
+            "the restarted agent's monitor attached before the program asked (it takes 7–20 s \
+             under emulation), so this run did not test the window before it: {out}\n{}",
+            &log[restart..]
+        );
+        if created(asked) > 1 {
+            panic!(
+                "admitted beside the unseen QPs: {out}\nagent log:\n{}",
+                &log[restart..]
+            );
+        }
+        bypass.kill();
+        if let Err(t) = checker.finish(3) {
+            panic!("{t}");
+        }
+    });
+}
+
 #[test]
 fn a_program_without_the_library_is_charged_cluster_wide() {
     rdmaq_lab::require_lab!();

@@ -251,9 +251,13 @@ static int cmd_churn(char **argv) {
 	return 0;
 }
 
-static int cmd_hold(char **argv) {
+/* hold N SECS [GATE]: with a gate, the QPs are made once that file exists (the device is
+ * open before, so a test can place the creation within a short window). */
+static int cmd_hold(int argc, char **argv) {
 	int n = atoi(argv[2]);
 	struct ibv_qp **qps = calloc(n, sizeof(*qps));
+	while (argc > 4 && access(argv[4], F_OK) != 0)
+		usleep(10 * 1000);
 	create_qps(n, 0, qps);
 	fflush(stdout);
 	sleep(atoi(argv[3]));
@@ -345,7 +349,7 @@ int main(int argc, char **argv) {
 	if (!strcmp(argv[1], "mrs") && argc > 3)
 		return cmd_mrs(argc, argv);
 	if (!strcmp(argv[1], "hold") && argc > 3)
-		return cmd_hold(argv);
+		return cmd_hold(argc, argv);
 	if (!strcmp(argv[1], "holdmix") && argc > 5)
 		return cmd_holdmix(argv);
 	if (!strcmp(argv[1], "threads") && argc > 3)
