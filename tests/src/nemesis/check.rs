@@ -10,8 +10,9 @@
 //! - **lost write**: a quota read shows caps no write could have left in force;
 //! - **stranded budget**: a tenant's programs on a node kept being denied, for longer than
 //!   `strand_bound`, while every sample showed the tenant with room for their requests
-//!   (denials on a node whose agent was killed or which was cut off fail closed by design,
-//!   and are only counted);
+//!   (denials on a node whose agent was killed or which was cut off, or while every member
+//!   restarts, fail closed by design and are only counted; an episode does not span such an
+//!   outage, `out_during`);
 //! - **crash**: an rdmaq process ended without the nemesis killing it.
 
 use std::{collections::BTreeMap, time::Duration};
@@ -263,6 +264,13 @@ fn stranded(r: &Records, b: &Bounds, h: &BTreeMap<&str, CapHistory<'_>>, v: &mut
                 close(&mut episode, v);
                 continue;
             }
+            // An episode does not span an outage of its node: what was denied after it
+            // starts a new one.
+            if let Some((_, last, _)) = episode
+                && out_during(r, b, node, last, a.start)
+            {
+                close(&mut episode, v);
+            }
             episode = Some(match episode {
                 Some((first, _, refusal)) => (first, a.end, refusal),
                 None => (a.start, a.end, a.refusal.as_str()),
@@ -280,15 +288,25 @@ fn view_at(r: &Records, t: Duration) -> &str {
         .map_or("none recorded", |(_, v)| v.as_str())
 }
 
-/// Whether `a`'s node could not serve while it ran (or just before): its agent killed or
-/// down, or the node cut off (back on the network, an agent renews within `lag`).
+/// Whether `a`'s node could not serve while it ran (or just before): `out_during`, or a
+/// sample in it found the node's agent down.
 fn node_out(r: &Records, b: &Bounds, a: &Attempt) -> bool {
-    r.faults
-        .iter()
-        .any(|f| f.node_out == Some(a.node) && f.injected <= a.end && f.healed + b.lag >= a.start)
+    out_during(r, b, a.node, a.start, a.end)
         || r.samples
             .iter()
             .any(|s| s.at >= a.start && s.at <= a.end && !s.nodes[a.node - 1].agent_up)
+}
+
+/// Whether `node` was out at some time from `from` to `to`: its agent killed (until a
+/// restarted agent had `agent_start` to register and see the kernel), the node cut off (back
+/// on the network, an agent renews within `lag`), or every member restarting at once (no
+/// node can acquire). A denial then is the fault's doing, not budget stranded by rdmaq.
+fn out_during(r: &Records, b: &Bounds, node: usize, from: Duration, to: Duration) -> bool {
+    r.faults.iter().any(|f| {
+        (f.node_out == Some(node) || f.kind == "full-restart")
+            && f.injected <= to
+            && f.healed + recovery(b, f) >= from
+    })
 }
 
 /// Whether every sample from the last one before `a` started to its end showed room for
@@ -395,7 +413,7 @@ fn fault_to_admission(r: &Records, v: &mut Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nemesis::record::{Launch, NodeSample, QuotaRead, QuotaWrite};
+    use crate::nemesis::record::{FaultEvent, Launch, NodeSample, QuotaRead, QuotaWrite};
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -505,6 +523,50 @@ mod tests {
         r.samples[40].nodes[0].agent_up = false;
         let v = check(&r, &bounds());
         assert!(v.passed() && v.denials_on_a_node_out == 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_stranding_episode_does_not_span_an_outage_of_its_node() {
+        let mut r = records(120);
+        r.samples = (0..120).map(|t| sample(t, &[0])).collect();
+        let run = |run: u64, start: u64| Attempt {
+            run,
+            node: 1,
+            tenant: "t".into(),
+            bypass: false,
+            start: S(start),
+            end: S(start + 1),
+            want: [2, 0],
+            got: [0, 0],
+            refusal: "122 EDQUOT".into(),
+        };
+        let fault = |kind: &'static str, node_out: Option<usize>, at: u64| FaultEvent {
+            kind,
+            target: String::new(),
+            injected: S(at),
+            healed: S(at + 2),
+            node_out,
+        };
+        // Denied at 5 s and 30 s: 26 s, over the bound of 20.
+        r.attempts = vec![run(1, 5), run(2, 30)];
+        assert_eq!(check(&r, &bounds()).stranded.len(), 1);
+        // With the node's agent killed in between (and no run meanwhile): two episodes.
+        r.faults = vec![fault("kill-agent", Some(1), 10)];
+        r.attempts = vec![run(1, 5), run(2, 60)];
+        let v = check(&r, &bounds());
+        assert!(v.passed() && v.worst_stranded_secs == 1.0, "{v:?}");
+        // A run within `agent_start` of the agent's restart is the fault's, not stranding.
+        r.attempts = vec![run(1, 40)];
+        assert_eq!(check(&r, &bounds()).denials_on_a_node_out, 1);
+        // Nor is a denial while every member restarts, on any node; the episode splits there.
+        r.faults = vec![fault("full-restart", None, 10)];
+        r.attempts = vec![run(1, 5), run(2, 11), run(3, 30)];
+        let v = check(&r, &bounds());
+        assert!(v.passed() && v.denials_on_a_node_out == 1, "{v:?}");
+        // Another node's outage does not split it.
+        r.faults = vec![fault("kill-agent", Some(2), 10)];
+        r.attempts = vec![run(1, 5), run(2, 30)];
+        assert_eq!(check(&r, &bounds()).stranded.len(), 1);
     }
 
     #[test]
