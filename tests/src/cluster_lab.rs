@@ -173,9 +173,22 @@ impl ClusterLab {
                     ))
                     .map(|o| o.stdout)
                     .unwrap_or_default();
+                // What the other agents did: a budget held elsewhere is the usual cause.
+                let others: String = (1..=self.lab.nodes().len())
+                    .filter(|j| *j != i)
+                    .map(|j| {
+                        let log = self
+                            .lab
+                            .node(j)
+                            .run("tail -30 /tmp/agent.log")
+                            .map(|o| o.stdout)
+                            .unwrap_or_default();
+                        format!("node{j}'s agent log, last lines:\n{log}\n")
+                    })
+                    .collect();
                 panic!(
                     "node{i} never got {want} QPs for {tenant} within {within:?}:\n{out}\n{}\n\
-                     node{i}'s agent:\n{node_status}",
+                     node{i}'s agent:\n{node_status}\n{others}",
                     self.usage(tenant)
                 );
             }
