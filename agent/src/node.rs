@@ -215,13 +215,26 @@ impl Agent {
         ledger_decides: impl Fn(&mut Ledger, Instant, Attempt) -> Decision,
     ) -> Decision {
         let decide = |attempt| ledger_decides(&mut self.ledger(), Instant::now(), attempt);
-        match decide(Attempt::First) {
-            Decision::NeedMore { tenant, want, min } => {
-                let _ = tokio::time::timeout(ACQUIRE_WAIT, self.acquire(&tenant, want, min)).await;
-                decide(Attempt::Last)
+        let (tenant, want, min) = match decide(Attempt::First) {
+            Decision::NeedMore { tenant, want, min } => (tenant, want, min),
+            d => return d,
+        };
+        let deadline = tokio::time::Instant::now() + ACQUIRE_WAIT;
+        let asked = tokio::time::timeout_at(deadline, self.acquire(&tenant, want, min)).await;
+        if asked == Ok(false) {
+            // Another connection's acquisition for the tenant was under way, perhaps of
+            // another resource: look again, and ask for this one if still short (found by the
+            // nemesis: a program asking for QPs was denied without any acquisition of QPs
+            // while another program of its tenant acquired MRs).
+            match decide(Attempt::First) {
+                Decision::NeedMore { tenant, want, min } => {
+                    let _ =
+                        tokio::time::timeout_at(deadline, self.acquire(&tenant, want, min)).await;
+                }
+                d => return d,
             }
-            d => d,
         }
+        decide(Attempt::Last)
     }
 
     /// The node's ledger, locked.
@@ -230,13 +243,17 @@ impl Agent {
     }
 
     /// Asks the coordinator for more of `tenant`'s budget; one request at a time per
-    /// tenant (a second caller waits for the first and then re-checks the ledger).
-    pub async fn acquire(&self, tenant: &str, want: Amounts, min: Amounts) {
-        let Some(c) = &self.coordinator else { return };
+    /// tenant (a second caller waits for the first and then re-checks the ledger). Returns
+    /// whether this call asked (false: it waited for another's acquisition, or there is
+    /// no coordinator).
+    pub async fn acquire(&self, tenant: &str, want: Amounts, min: Amounts) -> bool {
+        let Some(c) = &self.coordinator else {
+            return false;
+        };
         let gate = self.gate(tenant).await;
         let Ok(_one) = gate.try_lock() else {
             let _wait = gate.lock().await;
-            return;
+            return false;
         };
         let sent = Instant::now();
         let reply = c.acquire(tenant, want, min).await;
@@ -271,6 +288,7 @@ impl Agent {
                 }
             }
         }
+        true
     }
 
     /// The per-tenant gate that keeps acquisitions and releases of one tenant in order, so

@@ -657,3 +657,80 @@ fn agents_move_to_the_leader_and_followers_stop_forwarding() {
         a.log()
     );
 }
+
+/// Found by the nemesis (run 6, node 3 at 257 s): two programs of one tenant short of budget
+/// at once, one of MRs and one of QPs: the second waited for the first's acquisition (of
+/// MRs), found itself still short of QPs and was denied without asking the coordinator.
+#[test]
+fn concurrent_admissions_of_different_resources_each_acquire_their_own() {
+    use rdmaq_lab::host_agent::{HostAgent, connect, hello_as, recv, send};
+    use rdmaq_proto::intercept::{self as msg, Resource, request, response};
+
+    let c = CoordinatorCluster::start(3, &[]);
+    let tenants: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    for t in &tenants {
+        c.cli_ok(&["quota", "set", t, "--max-qp", "8", "--max-mr", "8"]);
+    }
+    let n1 = c.pki.agent("n1");
+    let endpoints: Vec<String> = (1..=3).map(|id| format!("\"{}\"", c.addr(id))).collect();
+    let a = HostAgent::start(&format!(
+        "node = \"n1\"\nendpoints = [{}]\n[[rules]]\nuid = {}\nlauncher_tenants = [\"r*\"]\ntenant = \"r0\"\n\
+         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        endpoints.join(", "),
+        nix::unistd::getuid(),
+        n1.ca.display(),
+        n1.cert.display(),
+        n1.key.display(),
+    ));
+    // One admission on its own connection; the reply's verdict.
+    let admit = |s: &mut std::os::unix::net::UnixStream, resource: Resource| {
+        send(
+            s,
+            2,
+            request::Body::Admit(msg::Admit {
+                resource: resource as i32,
+                bytes: if resource == Resource::Mr { 4096 } else { 0 },
+                ..Default::default()
+            }),
+        );
+        match recv(s).and_then(|r| r.body) {
+            Some(response::Body::Admit(r)) => r,
+            other => panic!("no admit reply: {other:?}\n{}", a.log()),
+        }
+    };
+    for t in &tenants {
+        // Each tenant starts with nothing allotted on n1: both admissions need an acquisition,
+        // sent at the same instant.
+        let mut conns: Vec<_> = [Resource::Mr, Resource::Qp]
+            .into_iter()
+            .map(|r| {
+                let mut s = connect(&a.sock());
+                hello_as(&mut s, t).unwrap_or_else(|e| panic!("{e}"));
+                (s, r)
+            })
+            .collect();
+        let go = std::sync::Barrier::new(2);
+        let replies: Vec<msg::AdmitReply> = std::thread::scope(|scope| {
+            let handles: Vec<_> = conns
+                .iter_mut()
+                .map(|(s, r)| {
+                    let go = &go;
+                    let admit = &admit;
+                    scope.spawn(move || {
+                        go.wait();
+                        admit(s, *r)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (reply, what) in replies.iter().zip(["MR", "QP"]) {
+            assert_eq!(
+                reply.verdict,
+                msg::Verdict::Allow as i32,
+                "tenant {t}: the {what} was refused with budget left: {reply:?}\n{}",
+                a.log()
+            );
+        }
+    }
+}
