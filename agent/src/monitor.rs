@@ -287,6 +287,11 @@ async fn refreshing<T>(agent: &Agent, work: impl std::future::Future<Output = T>
     refresh.tick().await; // the first tick is immediate; the start-up dump was just taken
     loop {
         tokio::select! {
+            // The work first: a refresh after the monitor attached could count an object
+            // both in its dump and in a queued event. (A dump under way as it attaches
+            // still can: an over-count, which the seed's resync corrects once the process
+            // pauses — never an object missed.)
+            biased;
             done = &mut work => return done,
             _ = refresh.tick() => crate::reconcile::refresh_view(agent).await,
         }
