@@ -11,3 +11,14 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// Writes a benchmark's results as JSON to `path` (its directory made if missing), for the
+/// plot script (`scripts/plot-bench.py`).
+pub fn write_results(path: &str, results: &impl serde::Serialize) {
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let json = serde_json::to_string_pretty(results).expect("results serialize");
+    std::fs::write(path, json).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    eprintln!("results in {path}");
+}

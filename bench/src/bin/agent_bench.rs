@@ -192,8 +192,36 @@ fn admissions(sock: &Path, clients: usize, per_client: usize) -> (usize, (f64, f
     (all.len(), quantiles(all))
 }
 
-fn row(what: &str, (p50, p99, max): (f64, f64, f64)) {
-    println!("{what:<44} p50 {p50:>7.1} us   p99 {p99:>7.1} us   max {max:>8.1} us");
+/// One measured case, as printed and as written to `--out`.
+#[derive(serde::Serialize)]
+struct Case {
+    case: String,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+/// Everything agent-bench measured (`--out`).
+#[derive(Default, serde::Serialize)]
+struct Results {
+    cases: Vec<Case>,
+    own_work_us: f64,
+    idle_cpu_percent: f64,
+    idle_rss_kib: u64,
+    busy_cpu_percent: f64,
+    busy_rss_kib: u64,
+}
+
+impl Results {
+    fn row(&mut self, what: &str, (p50, p99, max): (f64, f64, f64)) {
+        println!("{what:<44} p50 {p50:>7.1} us   p99 {p99:>7.1} us   max {max:>8.1} us");
+        self.cases.push(Case {
+            case: what.to_string(),
+            p50_us: p50,
+            p99_us: p99,
+            max_us: max,
+        });
+    }
 }
 
 /// The admission round trip a program sees, against the real rdmaq-agent on this host
@@ -201,10 +229,15 @@ fn row(what: &str, (p50, p99, max): (f64, f64, f64)) {
 /// thread, with 1 and 32 clients; and the agent's CPU and memory.
 #[derive(Debug, Parser)]
 #[command(name = "agent-bench")]
-struct Args {}
+struct Args {
+    /// Where the JSON results go (for scripts/plot-bench.py).
+    #[arg(long, default_value = "docs/bench/agent-bench.json")]
+    out: String,
+}
 
 fn main() {
-    Args::parse();
+    let args = Args::parse();
+    let mut results = Results::default();
     let dir = std::env::temp_dir().join(format!("rdmaq-agent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let sock = dir.join("agent.sock");
@@ -222,26 +255,27 @@ fn main() {
     let pid = agent.id();
     let all_cpus: Vec<usize> =
         (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
-    row("floor: blocking echo thread, same frames", baseline(&dir));
+    results.row("floor: blocking echo thread, same frames", baseline(&dir));
     for clients in [1usize, 32] {
         let per_client = if clients == 1 { 20_000 } else { 2_000 };
         let (n, q) = admissions(&sock, clients, per_client);
-        row(&format!("agent, {clients} client(s), {n} admissions"), q);
+        results.row(&format!("agent, {clients} client(s), {n} admissions"), q);
     }
     // Everything on CPU 0: each round trip is two switches on one CPU, no wake-up of
     // another; what the agent adds to the floor now is its own work.
     pin_self(&[0]);
     pin_process(pid, "0");
     let floor = baseline(&dir);
-    row("floor, client and echo thread on CPU 0", floor);
+    results.row("floor, client and echo thread on CPU 0", floor);
     let (n, pinned) = admissions(&sock, 1, 20_000);
-    row(
+    results.row(
         &format!("agent, 1 client, all on CPU 0, {n} admissions"),
         pinned,
     );
+    results.own_work_us = pinned.0 - floor.0;
     println!(
         "agent's own work per admission (CPU 0, p50 over the floor): {:.1} us",
-        pinned.0 - floor.0
+        results.own_work_us
     );
     pin_self(&all_cpus);
     pin_process(pid, &format!("0-{}", all_cpus.len() - 1));
@@ -274,4 +308,7 @@ fn main() {
     let _ = agent.kill();
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&dir);
+    (results.idle_cpu_percent, results.idle_rss_kib) = (idle, rss_idle);
+    (results.busy_cpu_percent, results.busy_rss_kib) = (busy, rss_busy);
+    rdmaq_bench::write_results(&args.out, &results);
 }

@@ -7,7 +7,7 @@
 //!   transaction that writes +1 if its mod revision is unchanged; on conflict, again.
 //!
 //! Variants: one tenant, and the clients spread over 100 tenants. Prints a table and writes
-//! JSON for `scripts/plot-grant-bench.py`.
+//! JSON for `scripts/plot-bench.py`.
 //!
 //!     cargo run --release -p rdmaq-bench --bin grant-bench -- \
 //!         [--secs 5] [--clients 1,8,64,256] [--tenants 1,100] [--systems rdmaq,etcd]
@@ -71,7 +71,7 @@ struct Args {
     /// as agents did before they followed the leader: to measure what following saves.
     #[arg(long)]
     stay: bool,
-    /// Where the JSON results go (for scripts/plot-grant-bench.py).
+    /// Where the JSON results go (for scripts/plot-bench.py).
     #[arg(long, default_value = "docs/bench/grant-bench.json")]
     out: String,
 }
@@ -370,13 +370,5 @@ fn main() {
             }
         }
     });
-    if let Some(dir) = std::path::Path::new(&args.out).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&points).expect("json"),
-    )
-    .unwrap_or_else(|e| panic!("writing {}: {e}", args.out));
-    eprintln!("results in {}", args.out);
+    rdmaq_bench::write_results(&args.out, &points);
 }

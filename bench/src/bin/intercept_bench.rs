@@ -62,6 +62,23 @@ struct Args {
     /// print those the library adds or removes per pair: where its time goes in the VM.
     #[arg(long)]
     strace: bool,
+    /// Where the JSON results go (for scripts/plot-bench.py).
+    #[arg(long, default_value = "docs/bench/intercept-bench.json")]
+    out: String,
+}
+
+/// One measured ratio (with the library against without), as printed and written to
+/// `--out`: for the control path the time per pair (µs), for the data path the tool's
+/// figure (MB/s or µs) without and with.
+#[derive(serde::Serialize)]
+struct Ratio {
+    what: String,
+    mode: String,
+    without: f64,
+    with: f64,
+    unit: &'static str,
+    /// Above 1: the library costs (time per pair, or throughput lost).
+    ratio: f64,
 }
 
 /// System call -> calls, from `strace -c` output.
@@ -121,7 +138,9 @@ fn main() {
         iterations: iters,
         rounds,
         strace,
+        out,
     } = Args::parse();
+    let mut results: Vec<Ratio> = Vec::new();
     let lab = Lab::start(&LabSpec::new(1, Kernel::from_env())).expect("lab");
     let n = lab.node(1);
     let lib = bins::bin("librdmaq_intercept.so").display().to_string();
@@ -170,6 +189,21 @@ fn main() {
                 m / 1000.0,
                 m / base
             );
+            if i > 0 {
+                results.push(Ratio {
+                    what: if what == "qp" {
+                        "QP create+destroy"
+                    } else {
+                        "MR reg+dereg"
+                    }
+                    .into(),
+                    mode: name.to_string(),
+                    without: base / 1000.0,
+                    with: m / 1000.0,
+                    unit: "us",
+                    ratio: m / base,
+                });
+            }
         }
     }
     for tool in ["ib_write_bw", "ib_send_lat"] {
@@ -191,5 +225,14 @@ fn main() {
         println!(
             "{tool:<12} without {p:>10.2} {unit}   with {w:>10.2} {unit}   throughput ratio {ratio:.3}"
         );
+        results.push(Ratio {
+            what: tool.to_string(),
+            mode: "standalone".into(),
+            without: p,
+            with: w,
+            unit,
+            ratio: 1.0 / ratio,
+        });
     }
+    rdmaq_bench::write_results(&out, &results);
 }

@@ -60,6 +60,54 @@ struct Args {
     /// Each tenant's cluster-wide QP cap.
     #[arg(long, default_value_t = 150)]
     cap: u64,
+    /// Where the JSON results go (for scripts/plot-bench.py).
+    #[arg(long, default_value = "docs/bench/scale-sim.json")]
+    out: String,
+}
+
+/// Latencies of one kind of call (ms).
+#[derive(Default, serde::Serialize)]
+struct Latencies {
+    count: usize,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latencies {
+    fn of(v: &mut [u32], secs: f64) -> Latencies {
+        Latencies {
+            count: v.len(),
+            per_sec: v.len() as f64 / secs,
+            p50_ms: pct(v, 0.5),
+            p99_ms: pct(v, 0.99),
+            max_ms: pct(v, 1.0),
+        }
+    }
+}
+
+/// One member's cost over the run.
+#[derive(serde::Serialize)]
+struct MemberCost {
+    cores: f64,
+    max_rss_mib: f64,
+}
+
+/// What scale-sim measured (`--out`).
+#[derive(Default, serde::Serialize)]
+struct Results {
+    agents: usize,
+    tenants: usize,
+    /// The measured window starts this long after the agents start (their warm-up).
+    measured_from_secs: u64,
+    secs: f64,
+    /// (seconds from the start, heartbeat p99 in ms) per 5 s window, warm-up included.
+    heartbeat_p99_per_5s: Vec<(u32, f64)>,
+    heartbeats: Latencies,
+    grants: Latencies,
+    members: Vec<MemberCost>,
+    violations: usize,
 }
 
 /// A small deterministic generator per agent (no shared RNG on the hot path).
@@ -476,9 +524,13 @@ fn main() {
         for (at, us) in timeline {
             windows.entry(at / 5 * 5).or_default().push(us);
         }
-        let line: Vec<String> = windows
+        let per_5s: Vec<(u32, f64)> = windows
             .iter_mut()
-            .map(|(at, v)| format!("{at}s:{:.0}", pct(v, 0.99)))
+            .map(|(at, v)| (*at, pct(v, 0.99)))
+            .collect();
+        let line: Vec<String> = per_5s
+            .iter()
+            .map(|(at, ms)| format!("{at}s:{ms:.0}"))
             .collect();
         println!("heartbeat p99 (ms) per 5 s from the start: {}", line.join(" "));
         let mut gr = stats.grants.lock().unwrap().clone();
@@ -522,6 +574,23 @@ fn main() {
             checks.load(Ordering::Relaxed),
             violations.load(Ordering::Relaxed)
         );
+        let results = Results {
+            agents: args.agents,
+            tenants: args.tenants,
+            measured_from_secs: warmup.as_secs(),
+            secs,
+            heartbeat_p99_per_5s: per_5s,
+            heartbeats: Latencies::of(&mut hb, secs),
+            grants: Latencies::of(&mut gr, secs),
+            members: (0..pids.len())
+                .map(|k| MemberCost {
+                    cores: cores[k],
+                    max_rss_mib: max_rss[k] as f64 / (1 << 20) as f64,
+                })
+                .collect(),
+            violations: violations.load(Ordering::Relaxed) as usize,
+        };
+        rdmaq_bench::write_results(&args.out, &results);
     });
     // Snapshots the members built during the run (their logs say size and time).
     for m in &c.members {
