@@ -150,6 +150,13 @@ async fn main() -> anyhow::Result<()> {
             tls,
         )?)
     };
+    // From now on a program that finds the socket missing knows the agent is down, not
+    // absent. Marked before the socket exists, so that no program can see the socket and
+    // then, the agent gone, find it missing without the marker (a lab test killed an agent
+    // between the two and its program ran standalone).
+    if let Err(e) = rdmaq_agent::mode_file::mark(&cfg.mode_file, &cfg.socket) {
+        tracing::warn!(file = %cfg.mode_file.display(), error = %e, "cannot write the agent-mode marker: programs starting while this agent is down would run standalone");
+    }
     // systemd's socket (its unit sets path, owner and mode), or our own.
     let activated = server::activated()?;
     let socket_activated = activated.is_some();
@@ -162,10 +169,6 @@ async fn main() -> anyhow::Result<()> {
             cfg.socket_gid,
         )?,
     };
-    // From now on a program that finds the socket missing knows the agent is down, not absent.
-    if let Err(e) = rdmaq_agent::mode_file::mark(&cfg.mode_file, &cfg.socket) {
-        tracing::warn!(file = %cfg.mode_file.display(), error = %e, "cannot write the agent-mode marker: programs starting while this agent is down would run standalone");
-    }
     tracing::info!(
         node,
         socket = %cfg.socket.display(),
