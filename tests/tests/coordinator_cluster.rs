@@ -682,6 +682,15 @@ fn concurrent_admissions_of_different_resources_each_acquire_their_own() {
         n1.cert.display(),
         n1.key.display(),
     ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a.log().contains("registered with the coordinator") {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never registered:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // One admission on its own connection; the reply's verdict.
     let admit = |s: &mut std::os::unix::net::UnixStream, resource: Resource| {
         send(
