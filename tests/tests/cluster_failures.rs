@@ -26,6 +26,25 @@ fn set_quota(cl: &ClusterLab, tenant: &str, qps: u64) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// The frame of the starting-agent tests: 2 nodes, `root` capped at 3 QPs, a checker of the
+/// kernel's QPs throughout; `test` runs with node 1's agent killed (and the gate files of
+/// `verbs_check` removed), and must end what it spawned.
+fn with_node1_agent_killed(test: impl FnOnce(&ClusterLab, &rdmaq_lab::Node)) {
+    let cl = ClusterLab::start(2, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    set_quota(&cl, "root", 3);
+    std::thread::scope(|s| {
+        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
+        let node = cl.lab.node(1);
+        node.run_ok("pkill -9 -x rdmaq-agent; rm -f /tmp/go /tmp/go2; sleep 0.5")
+            .unwrap();
+        test(&cl, node);
+        if let Err(t) = checker.finish(3) {
+            panic!("{t}");
+        }
+    });
+}
+
 #[test]
 fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
     rdmaq_lab::require_lab!();
@@ -134,19 +153,13 @@ fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
 #[test]
 fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
     rdmaq_lab::require_lab!();
-    let cl = ClusterLab::start(2, Kernel::from_env(), &[])
-        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
-    set_quota(&cl, "root", 3);
-    std::thread::scope(|s| {
-        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
-        let node = cl.lab.node(1);
+    with_node1_agent_killed(|cl, node| {
         // With the agent down, a program without the library (charged to "root" by rule)
         // takes 2 QPs: nobody reports them.
-        node.run_ok("pkill -9 -x rdmaq-agent; sleep 0.5").unwrap();
         let check = programs::verbs_check().display().to_string();
         let bypass = node.spawn(&format!("{check} hold 2 120 > /tmp/bypass.out 2>&1"));
         assert_eq!(created(&created_in(node, "/tmp/bypass.out")), 2);
-        start_agent_again(&cl, node);
+        start_agent_again(cl, node);
         // Registered, the kernel not yet seen by its monitor: one QP is left beside them.
         let out = node
             .run_ok(&ClusterLab::exec("root", "qps 3"))
@@ -157,9 +170,6 @@ fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
             panic!("admitted beside the held QPs: {out}\nagent log:\n{log}");
         }
         bypass.kill();
-        if let Err(t) = checker.finish(3) {
-            panic!("{t}");
-        }
     });
 }
 
@@ -170,14 +180,7 @@ fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
 #[test]
 fn a_starting_agent_sees_objects_made_before_its_monitor_attaches() {
     rdmaq_lab::require_lab!();
-    let cl = ClusterLab::start(2, Kernel::from_env(), &[])
-        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
-    set_quota(&cl, "root", 3);
-    std::thread::scope(|s| {
-        let checker = Checker::spawn(s, &cl.lab, "verbs_check");
-        let node = cl.lab.node(1);
-        node.run_ok("pkill -9 -x rdmaq-agent; rm -f /tmp/go /tmp/go2; sleep 0.5")
-            .unwrap();
+    with_node1_agent_killed(|cl, node| {
         // A program without the library (charged to "root" by rule), its device open, makes
         // 2 QPs once /tmp/go exists.
         let check = programs::verbs_check().display().to_string();
@@ -221,9 +224,6 @@ fn a_starting_agent_sees_objects_made_before_its_monitor_attaches() {
             );
         }
         bypass.kill();
-        if let Err(t) = checker.finish(3) {
-            panic!("{t}");
-        }
     });
 }
 

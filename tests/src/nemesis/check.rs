@@ -456,6 +456,22 @@ mod tests {
         }
     }
 
+    /// Run `run` of tenant "t" on node 1, from `start` for 1 s, wanting 2 QPs and getting
+    /// `got`.
+    fn attempt(run: u64, start: u64, got: u64) -> Attempt {
+        Attempt {
+            run,
+            node: 1,
+            tenant: "t".into(),
+            bypass: false,
+            start: S(start),
+            end: S(start + 1),
+            want: [2, 0],
+            got: [got, 0],
+            refusal: "122 EDQUOT".into(),
+        }
+    }
+
     #[test]
     fn an_instant_over_the_cap_fails_and_one_at_it_does_not() {
         let mut r = records(2);
@@ -490,25 +506,19 @@ mod tests {
     fn denials_with_room_for_longer_than_the_bound_are_stranded_budget() {
         let mut r = records(60);
         r.samples = (0..60).map(|t| sample(t, &[0])).collect();
-        let run = |run: u64, start: u64, got: u64| Attempt {
-            run,
-            node: 1,
-            tenant: "t".into(),
-            bypass: false,
-            start: S(start),
-            end: S(start + 1),
-            want: [2, 0],
-            got: [got, 0],
-            refusal: "122 EDQUOT".into(),
-        };
         // Denied from 5 s to 16 s, then admitted: 11 s stranded, within the bound.
-        r.attempts = vec![run(1, 5, 0), run(2, 10, 1), run(3, 15, 0), run(4, 20, 2)];
+        r.attempts = vec![
+            attempt(1, 5, 0),
+            attempt(2, 10, 1),
+            attempt(3, 15, 0),
+            attempt(4, 20, 2),
+        ];
         let v = check(&r, &bounds());
         assert!(v.passed(), "{v:?}");
         assert_eq!((v.worst_stranded_secs, v.denials), (11.0, 3));
         // Denied from 25 s to 51 s: over it.
         r.attempts
-            .extend([run(5, 25, 0), run(6, 40, 0), run(7, 50, 1)]);
+            .extend([attempt(5, 25, 0), attempt(6, 40, 0), attempt(7, 50, 1)]);
         let v = check(&r, &bounds());
         assert_eq!(v.stranded.len(), 1, "{v:?}");
         // Without room (the tenant holds 3 of 4), a denial is no stranding.
@@ -529,17 +539,7 @@ mod tests {
     fn a_stranding_episode_does_not_span_an_outage_of_its_node() {
         let mut r = records(120);
         r.samples = (0..120).map(|t| sample(t, &[0])).collect();
-        let run = |run: u64, start: u64| Attempt {
-            run,
-            node: 1,
-            tenant: "t".into(),
-            bypass: false,
-            start: S(start),
-            end: S(start + 1),
-            want: [2, 0],
-            got: [0, 0],
-            refusal: "122 EDQUOT".into(),
-        };
+        let run = |run: u64, start: u64| attempt(run, start, 0);
         let fault = |kind: &'static str, node_out: Option<usize>, at: u64| FaultEvent {
             kind,
             target: String::new(),
