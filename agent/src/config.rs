@@ -198,6 +198,11 @@ pub struct Config {
     /// own clock.
     #[serde(default = "defaults::lease_margin_ms")]
     pub lease_margin_ms: u64,
+    /// The longest an admission short of allotment waits for the coordinator's grant before
+    /// it is denied (a slow coordinator costs a denial, never a hang). The library learns it
+    /// at hello and waits at least this long (plus a second) for the agent's answer.
+    #[serde(default = "defaults::acquire_wait_ms")]
+    pub acquire_wait_ms: u64,
     #[serde(default)]
     pub on_lease_lost: LeaseLost,
     /// Per-tenant budget usable while the lease is lost, with `on_lease_lost = "fail-static"`.
@@ -252,6 +257,9 @@ mod defaults {
     }
     pub fn lease_margin_ms() -> u64 {
         2_000
+    }
+    pub fn acquire_wait_ms() -> u64 {
+        1_000
     }
     pub fn cgroup_root() -> PathBuf {
         "/sys/fs/cgroup".into()
@@ -406,6 +414,15 @@ impl Config {
                 "more than a minute; leases are seconds long",
             ));
         }
+        if !(1..=30_000).contains(&self.acquire_wait_ms) {
+            return Err(bad(
+                "acquire_wait_ms",
+                format!(
+                    "{} is outside 1..=30000: a program waits this long for a verb",
+                    self.acquire_wait_ms
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -454,6 +471,8 @@ mod tests {
             ("default_tenant = \"a b\"", "default_tenant"),
             ("[[rules]]\nuid = 5\ntenant = \"-x\"", "rules[0].tenant"),
             ("on_lease_lost = \"panic\"", "panic"),
+            ("acquire_wait_ms = 0", "acquire_wait_ms"),
+            ("acquire_wait_ms = 60000", "acquire_wait_ms"),
             (
                 "[[rules]]\ncgroup = \"*kubepods*\"\ntenant_from = \"pod-namespace\"",
                 "rules[0].cgroup",
@@ -498,6 +517,7 @@ mod tests {
             "address",
             "status_listen",
             "lease_margin_ms",
+            "acquire_wait_ms",
             "on_lease_lost",
             "fail_static_floor",
             "fail_static_floor.max_qp",

@@ -23,9 +23,6 @@ use crate::{
     metrics::Metrics,
 };
 
-/// How long an admission may wait for the coordinator to grant more allotment.
-/// (The library waits 2 s for the agent's answer by default, so this stays well below.)
-pub const ACQUIRE_WAIT: Duration = Duration::from_millis(1000);
 /// After a refused or failed acquisition, the next one waits this long.
 pub const ACQUIRE_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -180,7 +177,7 @@ impl Agent {
     /// Decides an admission for connection `conn`: `count` objects of `resource` (the first
     /// for the call in progress), `bytes` each for MRs. One ledger decision; only when the
     /// node's allotment is short, an acquisition from the coordinator (bounded by
-    /// ACQUIRE_WAIT, so a slow coordinator costs a denial, never a hang) and a second one.
+    /// `acquire_wait_ms`, so a slow coordinator costs a denial, never a hang) and a second one.
     pub async fn admit(&self, conn: u64, resource: Resource, count: u32, bytes: u64) -> Decision {
         self.decide(|l, now, attempt| l.admit(conn, resource, count, bytes, now, attempt))
             .await
@@ -219,8 +216,17 @@ impl Agent {
             Decision::NeedMore { tenant, want, min } => (tenant, want, min),
             d => return d,
         };
-        let deadline = tokio::time::Instant::now() + ACQUIRE_WAIT;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.cfg.acquire_wait_ms);
         let asked = tokio::time::timeout_at(deadline, self.acquire(&tenant, want, min)).await;
+        if asked.is_err() {
+            // Its grant, if any, comes in with the next heartbeat's view.
+            tracing::info!(
+                tenant,
+                acquire_wait_ms = self.cfg.acquire_wait_ms,
+                "the coordinator did not answer within acquire_wait_ms"
+            );
+        }
         if asked == Ok(false) {
             // Another connection's acquisition for the tenant was under way, perhaps of
             // another resource: look again, and ask for this one if still short (found by the

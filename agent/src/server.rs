@@ -298,6 +298,7 @@ async fn handle(mut stream: UnixStream, id: u64, agent: &Agent) -> Result<(), St
             qp_create_per_sec: limits.qp_create_per_sec,
             mr_create_per_sec: limits.mr_create_per_sec,
             allowed_qp_types: limits.qp_types.map(|t| t.values()).unwrap_or_default(),
+            admission_wait_ms: u32::try_from(agent.cfg.acquire_wait_ms).unwrap_or(u32::MAX),
         }),
     )
     .await?;

@@ -294,6 +294,20 @@ impl AgentLink {
 }
 
 /// The tenant's limits as the agent's hello reply gives them.
+/// How long to wait for the agent's answers: the configured timeout, or the agent's
+/// coordinator wait and a second more, whichever is longer.
+/// (An agent that does not say, 0, leaves the configured timeout.)
+fn answer_timeout(configured_ms: u64, admission_wait_ms: u32) -> Duration {
+    let agent_ms = match admission_wait_ms {
+        0 => 0,
+        w => u64::from(w).saturating_add(AGENT_WAIT_MARGIN_MS),
+    };
+    Duration::from_millis(configured_ms.max(agent_ms).max(1))
+}
+
+/// What the library adds to the agent's coordinator wait: its own decision and the trip.
+const AGENT_WAIT_MARGIN_MS: u64 = 1_000;
+
 fn hello_limits(h: &msg::HelloReply) -> Limits {
     Limits {
         max_send_wr: h.max_send_wr,
@@ -368,6 +382,10 @@ impl AgentConn {
                 let limits = hello_limits(&h);
                 conn.one_at_a_time = [limits.shapes_qps(), limits.shapes_mrs()];
                 conn.tenant = h.tenant;
+                // An admission may take the agent its coordinator wait: a shorter timeout
+                // here would fail a verb the agent was about to grant.
+                let wait = answer_timeout(cfg.agent_timeout_ms, h.admission_wait_ms);
+                conn.stream.set_read_timeout(Some(wait))?;
             }
             other => return Err(proto_err(format!("expected a hello reply, got {other:?}"))),
         }
@@ -437,4 +455,26 @@ fn known_scope(scope: &str) -> &'static str {
     .into_iter()
     .find(|s| *s == scope)
     .unwrap_or("tenant")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_timeout_covers_the_agents_coordinator_wait() {
+        let ms = |c, w| answer_timeout(c, w).as_millis();
+        assert_eq!(ms(2000, 1000), 2000, "the default already covers it");
+        assert_eq!(
+            ms(2000, 3000),
+            4000,
+            "a longer wait, and a second for the trip"
+        );
+        assert_eq!(ms(500, 0), 500, "an agent that does not say");
+        assert_eq!(
+            ms(20_000, 3000),
+            20_000,
+            "a longer configured timeout stays"
+        );
+    }
 }

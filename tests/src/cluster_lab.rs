@@ -17,6 +17,11 @@ use crate::{
     programs,
 };
 
+/// The lab agents' `acquire_wait_ms`. A coordinator round trip from an emulated node takes
+/// 0.1–0.3 s here (1–3 ms on real hardware), and seconds when the machine runs two labs: the
+/// default 1 s let a CI run deny a program while its node's grant was on its way.
+const ACQUIRE_WAIT_MS: u64 = 3000;
+
 pub struct ClusterLab {
     pub lab: Lab,
     pub coord: CoordinatorCluster,
@@ -105,7 +110,7 @@ impl ClusterLab {
         let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("reading a certificate");
         let (ca, crt, key) = (read(&cert.ca), read(&cert.cert), read(&cert.key));
         let config = format!(
-            "{}\nnode = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\n[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\", \"root\"]\ntenant = \"root\"\n\
+            "{}\nnode = \"{}\"\nendpoints = [{}]\nlease_margin_ms = 1000\nacquire_wait_ms = {ACQUIRE_WAIT_MS}\n[[rules]]\nuid = 0\nlauncher_tenants = [\"t*\", \"root\"]\ntenant = \"root\"\n\
              [tls]\nca = \"/tmp/tls/ca.pem\"\ncert = \"/tmp/tls/agent.pem\"\nkey = \"/tmp/tls/agent-key.pem\"\n",
             agent_config,
             node.name(),

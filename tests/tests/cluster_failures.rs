@@ -285,7 +285,11 @@ fn a_restarted_agent_counts_what_its_node_held_until_it_sees_the_kernel() {
             "{} > /tmp/h.out 2>&1",
             ClusterLab::exec("t1", "hold 4 120")
         ));
-        assert_eq!(created(&created_in(node, "/tmp/h.out")), 4);
+        let held = created_in(node, "/tmp/h.out");
+        if created(&held) != 4 {
+            let log = node.run_ok("cat /tmp/agent.log").unwrap().stdout;
+            panic!("the holder was not admitted its tenant's whole cap: {held}\nagent log:\n{log}");
+        }
         std::thread::sleep(Duration::from_secs(3)); // a heartbeat reports the use
         // The agent dies and comes back; the holder makes no call, so it does not reconnect.
         node.run_ok("pkill -9 -x rdmaq-agent; sleep 0.5").unwrap();
@@ -301,4 +305,62 @@ fn a_restarted_agent_counts_what_its_node_held_until_it_sees_the_kernel() {
             panic!("{t}");
         }
     });
+}
+
+/// Found by CI (two labs on a loaded machine): a coordinator round trip that took over a
+/// second cost a program a QP its tenant had — the agent gave up on the acquisition after
+/// 1 s and denied it. The agent's wait is now `acquire_wait_ms` (3 s in the lab, where a
+/// round trip takes 0.1–0.3 s unloaded), and the library waits as long as the agent may.
+/// Here every member stalls (SIGSTOP) for 1.6 s as a program asks for QPs its node has no
+/// allotment for.
+#[test]
+fn a_stalled_coordinator_delays_an_admission_but_does_not_deny_it() {
+    rdmaq_lab::require_lab!();
+    let mut cl = ClusterLab::start(1, Kernel::from_env(), &[])
+        .unwrap_or_else(|e| panic!("cluster lab: {e}"));
+    set_quota(&cl, "t1", 4);
+    let node = cl.lab.node(1);
+    // The tenant known to the agent (its quota fetched at a first program's hello), and
+    // its allotment given back once idle: the next program's QPs need an acquisition.
+    let first = node
+        .run_ok(&ClusterLab::exec("t1", "qps 1"))
+        .unwrap()
+        .stdout;
+    assert_eq!(created(&first), 1, "{first}");
+    std::thread::sleep(Duration::from_secs(8));
+    // Started ahead (a program's start takes seconds under emulation): the gate times the ask.
+    let asker = node.spawn(&format!(
+        "rm -f /tmp/go; {} > /tmp/a.out 2>&1; date +%s.%N > /tmp/done",
+        ClusterLab::exec("t1", "gated /tmp/go 4")
+    ));
+    node.run_ok("for t in $(seq 300); do grep -q at_gate /tmp/a.out && break; sleep 0.1; done")
+        .unwrap();
+    for id in 1..=3 {
+        cl.coord.pause(id);
+    }
+    cl.lab.node(1).run_ok("date +%s.%N > /tmp/go").unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    for id in 1..=3 {
+        cl.coord.resume(id);
+    }
+    let node = cl.lab.node(1);
+    asker.wait_ok().unwrap();
+    let out = node.run_ok("cat /tmp/a.out").unwrap().stdout;
+    let took = node
+        .run_ok("awk \"BEGIN {print $(cat /tmp/done) - $(cat /tmp/go)}\"")
+        .unwrap()
+        .stdout;
+    let took: f64 = took
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{took:?}: {e}"));
+    assert!(
+        took > 1.2,
+        "the program ran {took} s after its gate opened: it did not ask while the members \
+         stalled, so this run tested nothing: {out}"
+    );
+    if created(&out) != 4 {
+        let log = node.run_ok("cat /tmp/agent.log").unwrap().stdout;
+        panic!("denied while its grant was on its way: {out}\nagent log:\n{log}");
+    }
 }

@@ -130,6 +130,8 @@ static int cmd_qps(int argc, char **argv) {
 
 /* The device is open before the gate, so a test can time the QP creation itself. */
 static int cmd_gated(char **argv) {
+	printf("at_gate\n");
+	fflush(stdout);
 	while (access(argv[2], F_OK) != 0)
 		usleep(10 * 1000);
 	return cmd_qps(4, (char *[]){argv[0], "qps", argv[3], "", NULL});
