@@ -23,6 +23,9 @@ use crate::{
     metrics::Metrics,
 };
 
+/// How long a tenant's first sight on this node waits for its quota.
+const QUOTA_WAIT: Duration = Duration::from_secs(1);
+
 /// After a refused or failed acquisition, the next one waits this long.
 pub const ACQUIRE_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -148,7 +151,13 @@ impl Agent {
         }
         let tenant = match &self.coordinator {
             None => self.local_tenant(name),
-            Some(c) => match c.quota(name).await {
+            // Bounded: a program's hello waits on this, and the library gives up on its
+            // hello after RDMAQ_AGENT_TIMEOUT_MS (2 s by default); without it, the tenant's
+            // caps come with its first grant.
+            Some(c) => match tokio::time::timeout(QUOTA_WAIT, c.quota(name))
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 1 s")))
+            {
                 Ok(Some(q)) => self.leased_tenant(Some(&q)),
                 // No quota at the coordinator: denied (and reported) unless the operator
                 // lets such tenants run uncapped here.
