@@ -505,18 +505,6 @@ impl State {
         })
     }
 
-    /// The most a node may be charged for a tenant it reports on: what it was allotted plus
-    /// what it could plausibly hold around the library, within the tenant's per-node cap
-    /// where there is one (or its allotment, if that is more).
-    fn report_bound(&self, tenant: &str, node: &str) -> Amounts {
-        let allotted = self.allotment(tenant, node).allotted;
-        let plausible = allotted.saturating_add(validate::MAX_UNADMITTED);
-        match self.quotas.get(tenant) {
-            Some(q) => plausible.min(q.limits.per_node.bound()).max(allotted),
-            None => plausible,
-        }
-    }
-
     fn heartbeat(
         &mut self,
         node: &str,
@@ -528,56 +516,62 @@ impl State {
         // What one node reports counts against its tenants' caps only as far as it could be
         // true: a lying (stolen) or buggy agent affects its own share, never everyone's.
         // (Entries of older versions are replayed as they were applied: unbounded.)
+        // Every member applies every heartbeat, so each map is looked up once per reported
+        // tenant where it can be (coordinator/benches/heartbeat_apply.rs).
         let (max_reports, bounded) = match self.format {
             0 => (usize::MAX, false),
             _ => (validate::MAX_REPORTS, true),
         };
+        // (tenant, counted use, whether it has a quota)
         let mut counted = Vec::with_capacity(used.len().min(validate::MAX_REPORTS));
+        // (tenant, reported use, its bound if the report went beyond it) of bounded reports
+        let mut over = Vec::new();
         for (tenant, reported) in used.iter().take(max_reports) {
-            if !bounded || !self.quotas.contains_key(tenant) {
+            let quota = self.quotas.get(tenant);
+            let Some(q) = quota.filter(|_| bounded) else {
                 // Counted as reported (an unknown tenant: not counted anywhere, answered as
                 // unknown below).
-                counted.push((tenant.clone(), *reported));
+                counted.push((tenant, *reported, quota.is_some()));
                 continue;
-            }
-            let bound = self.report_bound(tenant, node);
-            let over = reported.exceeds(bound);
-            let rec = self.nodes.get_mut(node).expect("renewed");
-            let newly = if over {
-                rec.overreported.insert(tenant.clone())
-            } else {
-                rec.overreported.remove(tenant);
-                false
             };
-            if newly {
-                self.audit(
-                    actor,
-                    format!(
-                        "node {node} reported tenant {tenant} using {reported:?}, beyond what it may hold ({bound:?}): counted as that"
-                    ),
-                );
-            }
-            counted.push((tenant.clone(), reported.min(bound)));
+            let bound = report_bound(q, self.allotment(tenant, node).allotted);
+            over.push((tenant, *reported, reported.exceeds(bound).then_some(bound)));
+            counted.push((tenant, reported.min(bound), true));
         }
-        let used = &counted[..];
+        let lease_view = self.wall_of(lease_expires_ms);
+        let rec = self.nodes.get_mut(node).expect("renewed");
+        let mut newly_over = Vec::new();
+        for (tenant, reported, beyond_bound) in over {
+            match beyond_bound {
+                Some(bound) => {
+                    if rec.overreported.insert(tenant.clone()) {
+                        newly_over.push((tenant, reported, bound));
+                    }
+                }
+                None => {
+                    rec.overreported.remove(tenant);
+                }
+            }
+        }
         // The node's tenants: those it held, and any it now reports use of (with a quota: a
         // node cannot create tenants; the others are answered as unknown).
-        let rec = self.nodes.get_mut(node).expect("renewed");
         let mut unknown = Vec::new();
-        // Tenants this node uses beyond its allotment (objects created around the library).
-        let mut beyond = Vec::new();
-        for (tenant, _) in used {
-            if !self.quotas.contains_key(tenant) {
-                unknown.push(tenant.clone());
-            } else if !rec.tenants.contains(tenant) {
-                rec.tenants.insert(tenant.clone());
+        for (tenant, _, known) in &counted {
+            if !known {
+                unknown.push((*tenant).clone());
+            } else if !rec.tenants.contains(*tenant) {
+                rec.tenants.insert((*tenant).clone());
             }
         }
+        // Tenants this node uses beyond its allotment (objects created around the library).
+        let mut beyond = Vec::new();
+        // The reply's view of each of the node's tenants, as it stands after this report.
+        let mut views = Vec::with_capacity(rec.tenants.len());
         for tenant in &rec.tenants {
-            let reported = used
+            let reported = counted
                 .iter()
-                .find(|(t, _)| t == tenant)
-                .map(|(_, a)| *a)
+                .find(|(t, _, _)| *t == tenant)
+                .map(|(_, a, _)| *a)
                 .unwrap_or_default();
             // (`is_contended`, by field: `rec` borrows the nodes.)
             let contended = self.format >= 2
@@ -585,37 +579,55 @@ impl State {
                     .contended
                     .get(tenant)
                     .is_some_and(|until| *until > self.now_ms);
+            let quota = self.quotas.get(tenant);
             let per_node = match self.allotments.get_mut(tenant) {
                 Some(m) => m,
                 None => self.allotments.entry(tenant.clone()).or_default(),
             };
-            let allotted = per_node.get(node).map_or(Amounts::ZERO, |a| a.allotted);
-            if reported.exceeds(allotted) {
-                beyond.push(tenant.clone());
-            }
-            match per_node.get_mut(node) {
+            let allotment = match per_node.get_mut(node) {
                 Some(a) => {
+                    if reported.exceeds(a.allotted) {
+                        beyond.push(tenant.clone());
+                    }
                     a.used = reported;
                     // While the tenant is above its caps, what the node is asked to give
                     // back follows its use: budget freed as use falls is asked back
                     // instead of being admitted again above the cap. While another node
                     // was refused, its spare is asked back the same way.
-                    if let Some(q) = self.quotas.get(tenant) {
+                    if let Some(q) = quota {
                         let total = self.totals.get(tenant).copied().unwrap_or_default();
                         let give_back = q.limits.cluster.exceeded_by(total) || contended;
                         a.reclaim = reclaim(a, &q.limits, give_back);
                     }
+                    *a
                 }
                 None => {
-                    per_node.insert(
-                        node.to_string(),
-                        Allotment {
-                            used: reported,
-                            ..Default::default()
-                        },
-                    );
+                    if reported.exceeds(Amounts::ZERO) {
+                        beyond.push(tenant.clone());
+                    }
+                    let a = Allotment {
+                        used: reported,
+                        ..Default::default()
+                    };
+                    per_node.insert(node.to_string(), a);
+                    a
                 }
-            }
+            };
+            views.push(AllotmentView {
+                tenant: tenant.clone(),
+                allotment,
+                lease_expires_ms: lease_view,
+                quota_version: quota.map_or(0, |q| q.version),
+                as_of: self.as_of,
+            });
+        }
+        for (tenant, reported, bound) in newly_over {
+            self.audit(
+                actor,
+                format!(
+                    "node {node} reported tenant {tenant} using {reported:?}, beyond what it may hold ({bound:?}): counted as that"
+                ),
+            );
         }
         if self.format >= 3 {
             // Use beyond an allotment was never granted, so it may take the tenant over its
@@ -635,8 +647,8 @@ impl State {
             }
         }
         Ok(Reply::HeartbeatAck {
-            lease_expires_ms: self.wall_of(lease_expires_ms),
-            allotments: self.views_of(node),
+            lease_expires_ms: lease_view,
+            allotments: views,
             unknown,
         })
     }
@@ -737,6 +749,14 @@ fn ahead_of_demand(want: Amounts, min: Amounts, room: Amounts) -> Amounts {
         }
     }
     granted
+}
+
+/// The most a node may be charged for a tenant (quota `q`) it reports on: what it was
+/// allotted plus what it could plausibly hold around the library, within the tenant's
+/// per-node cap where there is one (or its allotment, if that is more).
+fn report_bound(q: &QuotaRecord, allotted: Amounts) -> Amounts {
+    let plausible = allotted.saturating_add(validate::MAX_UNADMITTED);
+    plausible.min(q.limits.per_node.bound()).max(allotted)
 }
 
 fn reclaim(a: &Allotment, limits: &Limits, over_cluster: bool) -> Amounts {
