@@ -293,7 +293,6 @@ impl AgentLink {
     }
 }
 
-/// The tenant's limits as the agent's hello reply gives them.
 /// How long to wait for the agent's answers: the configured timeout, or the agent's
 /// coordinator wait and a second more, whichever is longer.
 /// (An agent that does not say, 0, leaves the configured timeout.)
@@ -308,6 +307,7 @@ fn answer_timeout(configured_ms: u64, admission_wait_ms: u32) -> Duration {
 /// What the library adds to the agent's coordinator wait: its own decision and the trip.
 const AGENT_WAIT_MARGIN_MS: u64 = 1_000;
 
+/// The tenant's limits as the agent's hello reply gives them.
 fn hello_limits(h: &msg::HelloReply) -> Limits {
     Limits {
         max_send_wr: h.max_send_wr,
