@@ -42,6 +42,9 @@ struct Args {
     /// How long a node may stay silent before even its used budget is released.
     #[arg(long, env = "RDMAQ_NODE_DEAD_MS")]
     node_dead_ms: Option<u64>,
+    /// How long a follower waits without a leader's heartbeat before it calls an election.
+    #[arg(long, env = "RDMAQ_ELECTION_TIMEOUT_MS")]
+    election_timeout_ms: Option<u64>,
     /// A snapshot every this many log entries.
     #[arg(long, env = "RDMAQ_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
@@ -120,6 +123,9 @@ fn config(args: &Args) -> Result<Config, Error> {
     }
     if let Some(v) = args.max_connections {
         set("max_connections", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.election_timeout_ms {
+        set("election_timeout_ms", toml::Value::Integer(v as i64));
     }
     if let Some(v) = args.snapshot_every {
         set("snapshot_every", toml::Value::Integer(v as i64));

@@ -314,11 +314,13 @@ fn a_restarted_agent_counts_what_its_node_held_until_it_sees_the_kernel() {
 /// Here every member stalls (SIGSTOP) as a program asks for QPs its node has no allotment
 /// for: 1.6 s for a tenant the agent knows; 2.5 s for one it has never seen, whose quota
 /// the agent fetched during the program's hello (which the library gives up on after 2 s:
-/// that fetch is now bounded at 1 s, the caps coming with the first grant).
+/// that fetch is now bounded at 1 s, the caps coming with the first grant). The members'
+/// election timeout is 10 s, so that a stall is only slow, not an election (after which a
+/// CI run's cluster had no leader for longer than the agent waits).
 #[test]
 fn a_stalled_coordinator_delays_an_admission_but_does_not_deny_it() {
     rdmaq_lab::require_lab!();
-    let mut cl = ClusterLab::start(1, Kernel::from_env(), &[])
+    let mut cl = ClusterLab::start(1, Kernel::from_env(), &["--election-timeout-ms", "10000"])
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     set_quota(&cl, "t1", 4);
     set_quota(&cl, "t2", 4);
