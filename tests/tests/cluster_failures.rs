@@ -341,9 +341,14 @@ fn a_stalled_coordinator_delays_an_admission_but_does_not_deny_it() {
 /// Runs a program of `tenant` asking for 4 QPs on node 1 with every member stopped for
 /// `stall` from when it asks; it must get them all.
 fn ask_while_the_members_stall(cl: &mut ClusterLab, tenant: &str, stall: Duration) {
+    // The previous run's files gone before this one starts (its `at_gate` would do).
+    cl.lab
+        .node(1)
+        .run_ok("rm -f /tmp/go /tmp/done /tmp/a.out")
+        .unwrap();
     // Started ahead (a program's start takes seconds under emulation): the gate times the ask.
     let asker = cl.lab.node(1).spawn(&format!(
-        "rm -f /tmp/go /tmp/done; {} > /tmp/a.out 2>&1; date +%s.%N > /tmp/done",
+        "{} > /tmp/a.out 2>&1; date +%s.%N > /tmp/done",
         ClusterLab::exec(tenant, "gated /tmp/go 4")
     ));
     cl.lab
