@@ -156,8 +156,11 @@ impl Agent {
             // caps come with its first grant.
             Some(c) => match tokio::time::timeout(QUOTA_WAIT, c.quota(name))
                 .await
-                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 1 s")))
-            {
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {QUOTA_WAIT:?}"
+                    )))
+                }) {
                 Ok(Some(q)) => self.leased_tenant(Some(&q)),
                 // No quota at the coordinator: denied (and reported) unless the operator
                 // lets such tenants run uncapped here.

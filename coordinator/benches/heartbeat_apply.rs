@@ -8,9 +8,7 @@
 //! ```
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rdmaq_coordinator::state::{
-    Amounts, Caps, Command, LeasePolicy, Limits, Proposal, Request, State,
-};
+use rdmaq_coordinator::state::{Amounts, Caps, Command, LeasePolicy, Limits, Request, State};
 
 const NODES: usize = 10_000;
 const TENANTS: usize = 1_000;
@@ -22,21 +20,7 @@ const POLICY: LeasePolicy = LeasePolicy {
 };
 
 fn entry(now_ms: u64, commands: Vec<Command>) -> Request {
-    Request {
-        now_ms,
-        term: 1,
-        format: Request::FORMAT,
-        wall_ms: 0,
-        policy: POLICY,
-        proposals: commands
-            .into_iter()
-            .map(|command| Proposal {
-                actor: "bench".into(),
-                command,
-                caller: None,
-            })
-            .collect(),
-    }
+    Request::at(now_ms, POLICY, "bench", commands)
 }
 
 /// Node `n`'s tenants (spread like scale-sim's, deterministically).

@@ -220,6 +220,14 @@ impl ClusterLab {
     }
 }
 
+/// Runs `verbs_check ARGS` on `node` as `tenant` under the library (`ClusterLab::exec`) and
+/// returns what it printed.
+pub fn run_as(node: &Node, tenant: &str, args: &str) -> String {
+    node.run_ok(&ClusterLab::exec(tenant, args))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .stdout
+}
+
 /// The QPs a `verbs_check` run reports it created (its `created N` line).
 pub fn created(out: &str) -> u64 {
     out.lines()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdmaq_lab::{
     Kernel,
-    cluster_lab::{Checker, ClusterLab, created, created_in, kernel_qps},
+    cluster_lab::{Checker, ClusterLab, created, created_in, kernel_qps, run_as},
 };
 
 #[test]
@@ -110,12 +110,7 @@ fn moving_demand_and_two_tenants() {
             "{} > /tmp/t2.out 2>&1",
             ClusterLab::exec("t2", "hold 8 8")
         ));
-        let out = cl
-            .lab
-            .node(1)
-            .run_ok(&ClusterLab::exec("t1", "hold 8 3"))
-            .unwrap()
-            .stdout;
+        let out = run_as(cl.lab.node(1), "t1", "hold 8 3");
         assert_eq!(created(&out), 8, "t1 on node1: {out}");
         t2.wait_ok().unwrap();
         let t2_out = cl.lab.node(3).run_ok("cat /tmp/t2.out").unwrap().stdout;
@@ -297,7 +292,7 @@ fn real_traffic_between_two_nodes_completes_under_the_caps() {
         let rest = 6 - pair_qps;
         let start = Instant::now();
         loop {
-            let out = n3.run_ok(&ClusterLab::exec("t1", "qps 8")).unwrap().stdout;
+            let out = run_as(n3, "t1", "qps 8");
             let got = created(&out);
             assert!(
                 got <= rest,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdmaq_lab::{
     Kernel,
-    cluster_lab::{Checker, ClusterLab, created, created_in},
+    cluster_lab::{Checker, ClusterLab, created, created_in, run_as},
     programs,
 };
 
@@ -52,34 +52,19 @@ fn leader_killed_mid_run_admissions_continue_and_grants_resume() {
         .unwrap_or_else(|e| panic!("cluster lab: {e}"));
     set_quota(&cl, "t1", 12);
     // node1 acquires an allotment (4 QPs) and gives the tokens back: spare, live allotment.
-    let out = cl
-        .lab
-        .node(1)
-        .run_ok(&ClusterLab::exec("t1", "qps 4"))
-        .unwrap()
-        .stdout;
+    let out = run_as(cl.lab.node(1), "t1", "qps 4");
     assert_eq!(created(&out), 4, "{out}");
     let leader = cl.coord.wait_leader(Duration::from_secs(10));
     cl.coord.kill(leader);
     std::thread::scope(|s| {
         let checker = Checker::spawn(s, &cl.lab, "verbs_check");
         // Admissions from the existing allotment continue at once, without the coordinator.
-        let out = cl
-            .lab
-            .node(1)
-            .run_ok(&ClusterLab::exec("t1", "qps 4"))
-            .unwrap()
-            .stdout;
+        let out = run_as(cl.lab.node(1), "t1", "qps 4");
         assert_eq!(created(&out), 4, "node1 from its live allotment: {out}");
         // New grants resume after the election.
         let start = Instant::now();
         loop {
-            let out = cl
-                .lab
-                .node(2)
-                .run_ok(&ClusterLab::exec("t1", "qps 4"))
-                .unwrap()
-                .stdout;
+            let out = run_as(cl.lab.node(2), "t1", "qps 4");
             if created(&out) == 4 {
                 break;
             }
@@ -128,12 +113,7 @@ fn a_node_cut_off_keeps_its_used_budget_loses_the_rest_and_rejoins() {
         let took = cl.until_created(2, "t1", "qps 8", (6, 6), Duration::from_secs(30));
         eprintln!("node1's unused budget usable elsewhere {took:?} after the cut");
         // node1 itself stops admitting once its lease is lost by its own clock.
-        let out = cl
-            .lab
-            .node(1)
-            .run_ok(&ClusterLab::exec("t1", "qps 1"))
-            .unwrap()
-            .stdout;
+        let out = run_as(cl.lab.node(1), "t1", "qps 1");
         assert_eq!(created(&out), 0, "a cut-off node admitted: {out}");
         // Back on the network, it rejoins: its lease is renewed, its 2 QPs still count, and
         // once node2 has given back what it no longer uses, node1 can use the rest of the cap.
@@ -161,10 +141,7 @@ fn a_starting_agent_counts_what_its_node_holds_before_it_sees_the_kernel() {
         assert_eq!(created(&created_in(node, "/tmp/bypass.out")), 2);
         start_agent_again(cl, node);
         // Registered, the kernel not yet seen by its monitor: one QP is left beside them.
-        let out = node
-            .run_ok(&ClusterLab::exec("root", "qps 3"))
-            .unwrap()
-            .stdout;
+        let out = run_as(node, "root", "qps 3");
         if created(&out) > 1 {
             let log = node.run_ok("tail -n 40 /tmp/agent.log").unwrap().stdout;
             panic!("admitted beside the held QPs: {out}\nagent log:\n{log}");
@@ -259,12 +236,7 @@ fn a_program_without_the_library_is_charged_cluster_wide() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // They count against the tenant's cap everywhere: 10 - 3 left for node1.
-    let out = cl
-        .lab
-        .node(1)
-        .run_ok(&ClusterLab::exec("root", "qps 10"))
-        .unwrap()
-        .stdout;
+    let out = run_as(cl.lab.node(1), "root", "qps 10");
     assert_eq!(created(&out), 7, "{out}");
     bypass.kill();
 }
@@ -295,10 +267,7 @@ fn a_restarted_agent_counts_what_its_node_held_until_it_sees_the_kernel() {
         node.run_ok("pkill -9 -x rdmaq-agent; sleep 0.5").unwrap();
         start_agent_again(&cl, node);
         // Registered, its allotment taken in, the kernel not yet seen: no admission.
-        let out = node
-            .run_ok(&ClusterLab::exec("t1", "qps 1"))
-            .unwrap()
-            .stdout;
+        let out = run_as(node, "t1", "qps 1");
         assert_eq!(created(&out), 0, "admitted beside the held cap: {out}");
         holder.kill();
         if let Err(t) = checker.finish(4) {
@@ -326,12 +295,7 @@ fn a_stalled_coordinator_delays_an_admission_but_does_not_deny_it() {
     set_quota(&cl, "t2", 4);
     // t1 known to the agent (its quota fetched at a first program's hello), and its
     // allotment given back once idle: the next program's QPs need an acquisition.
-    let first = cl
-        .lab
-        .node(1)
-        .run_ok(&ClusterLab::exec("t1", "qps 1"))
-        .unwrap()
-        .stdout;
+    let first = run_as(cl.lab.node(1), "t1", "qps 1");
     assert_eq!(created(&first), 1, "{first}");
     std::thread::sleep(Duration::from_secs(8));
     ask_while_the_members_stall(&mut cl, "t1", Duration::from_millis(1600));

@@ -12,7 +12,7 @@ use std::{
 
 use rdmaq_lab::{
     Kernel, Lab, LabSpec, Node, bins,
-    cluster_lab::{ClusterLab, created, created_in},
+    cluster_lab::{ClusterLab, created, created_in, run_as},
     coordinator::CoordinatorCluster,
     host_agent::{HostAgent, admit_qps, closed, connect, hello, hello_as},
     node_agent::{self, SOCKET},
@@ -326,10 +326,7 @@ fn a_quota_set_later_caps_a_tenant_the_node_already_runs() {
     let set = cl.cli(&["quota", "set", "t-late", "--max-qp", "4"]);
     assert!(set.status.success(), "{set:?}");
     std::thread::sleep(Duration::from_secs(1));
-    let out = n
-        .run_ok(&ClusterLab::exec("t-late", "qps 4"))
-        .unwrap()
-        .stdout;
+    let out = run_as(n, "t-late", "qps 4");
     assert!(
         created(&out) <= 1,
         "{out}\n{}\n{}",
@@ -460,7 +457,7 @@ fn quota_shape_and_rate_limits_reach_programs_through_the_agent() {
         // Agents take a change in at once (the quota stream); give it a moment.
         std::thread::sleep(Duration::from_millis(1500));
     };
-    let run = |args: &str| n.run_ok(&ClusterLab::exec("t1", args)).unwrap().stdout;
+    let run = |args: &str| run_as(n, "t1", args);
     set(&["--max-qp", "10", "--max-send-wr", "8"]);
     // Clamped: the QP is created with at most 8 send WRs (rxe may round up, never to 64).
     let out = run("wr 64 4");

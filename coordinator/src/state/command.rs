@@ -72,6 +72,32 @@ impl Request {
     ///    makes it contended (every node gives back its spare); a grant clears what its
     ///    node was asked to give back in the dimensions granted.
     pub const FORMAT: u32 = 3;
+
+    /// An entry of this version stamped `now_ms` by term 1's leader, with no wall clock, of
+    /// `commands` proposed by `actor` without a certificate: for tests and benchmarks that
+    /// apply commands to a `State` directly.
+    pub fn at(
+        now_ms: u64,
+        policy: LeasePolicy,
+        actor: &str,
+        commands: impl IntoIterator<Item = Command>,
+    ) -> Request {
+        Request {
+            now_ms,
+            term: 1,
+            format: Request::FORMAT,
+            wall_ms: 0,
+            policy,
+            proposals: commands
+                .into_iter()
+                .map(|command| Proposal {
+                    actor: actor.to_string(),
+                    command,
+                    caller: None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Bounds on the encoded (JSON) size of what a proposal holds, for sizing batches.

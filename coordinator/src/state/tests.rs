@@ -11,18 +11,7 @@ pub(super) const POLICY: LeasePolicy = LeasePolicy {
 };
 
 fn req(now_ms: u64, cmd: Command) -> Request {
-    Request {
-        now_ms,
-        term: 1,
-        format: Request::FORMAT,
-        wall_ms: 0,
-        policy: POLICY,
-        proposals: vec![Proposal {
-            actor: "test".into(),
-            command: cmd,
-            caller: None,
-        }],
-    }
+    Request::at(now_ms, POLICY, "test", [cmd])
 }
 
 fn one(state: &mut State, now_ms: u64, cmd: Command) -> Reply {
