@@ -62,6 +62,15 @@ struct Args {
     /// print those the library adds or removes per pair: where its time goes in the VM.
     #[arg(long)]
     strace: bool,
+    /// First profile each mode's verb pairs inside the VM (`perf record -e cpu-clock`, one
+    /// run of 5x the iterations each) and print where the CPU time went, by object and
+    /// function: what the library's share is made of under emulation.
+    #[arg(long)]
+    perf: bool,
+    /// One more mode to measure, as `NAME=SETTINGS`: the library loaded with these
+    /// environment settings (e.g. `disabled=RDMA_INTERCEPT_ENABLE=0`). Repeatable.
+    #[arg(long = "mode", value_name = "NAME=SETTINGS")]
+    extra_modes: Vec<String>,
     /// Where the JSON results go (for scripts/plot-bench.py).
     #[arg(long, default_value = "docs/bench/intercept-bench.json")]
     out: String,
@@ -133,11 +142,75 @@ fn count_syscalls(n: &Node, modes: &[(&str, String)], bench: &str, iters: u32) {
     }
 }
 
+/// Profiles each mode's loop of each verb pair in the VM (20x the iterations, so that the
+/// program's start is a small part) and prints: the agent's CPU meanwhile, page faults,
+/// context switches and migrations (`perf stat`), the CPU time by object, the 40 functions
+/// that took most of it, and the library's own time by function.
+fn profile(n: &Node, modes: &[(&str, String)], bench: &str, iters: u32) {
+    for what in ["qp", "mr"] {
+        for (mode, prefix) in modes {
+            let report = |sort: &str, limit: &str| {
+                format!(
+                    "perf report -n -i /tmp/perf.data --stdio --no-children --sort {sort} --percent-limit {limit} 2>/dev/null"
+                )
+            };
+            let out = n
+                .run_ok(&format!(
+                    "ticks() {{ awk '{{print $14+$15}}' /proc/$(pgrep -o rdmaq-agent)/stat; }}; a0=$(ticks); \
+                     perf record -q -e cpu-clock -F 4000 -o /tmp/perf.data -- {prefix} {bench} {what} {} >/dev/null 2>&1 && \
+                     echo \"# agent CPU ticks during the run: $(( $(ticks) - a0 ))\" && \
+                     perf stat -x, -e page-faults,context-switches,cpu-migrations -- {prefix} {bench} {what} {} 2>&1 >/dev/null | sed 's/^/# stat /' && \
+                     {} && echo --- && {} && echo --- && ({} --dsos librdmaq_intercept.so --percentage relative || true)",
+                    iters * 20,
+                    iters * 20,
+                    report("dso", "0.5"),
+                    report("dso,sym", "0.2"),
+                    report("sym", "2"),
+                ))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut parts = out.stdout.split("---");
+            let (by_dso, by_sym, in_library) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            println!("{what} pair, {mode}: CPU time by object");
+            for line in by_dso.lines().filter(|l| {
+                l.starts_with("# Samples")
+                    || l.starts_with("# agent")
+                    || l.starts_with("# stat")
+                    || !(l.starts_with('#') || l.trim().is_empty())
+            }) {
+                println!("  {}", line.trim());
+            }
+            println!("{what} pair, {mode}: functions (samples)");
+            for line in by_sym
+                .lines()
+                .filter(|l| !(l.starts_with('#') || l.trim().is_empty()))
+                .take(40)
+            {
+                println!("  {}", line.trim());
+            }
+            if !in_library.trim().is_empty() {
+                println!("{what} pair, {mode}: the library's own time by function");
+                for line in in_library
+                    .lines()
+                    .filter(|l| !(l.starts_with('#') || l.trim().is_empty()))
+                {
+                    println!("  {}", line.trim());
+                }
+            }
+        }
+    }
+}
+
 fn main() {
     let Args {
         iterations: iters,
         rounds,
         strace,
+        perf,
+        extra_modes,
         out,
     } = Args::parse();
     let mut results: Vec<Ratio> = Vec::new();
@@ -149,7 +222,7 @@ fn main() {
     // library's and the agent's work, never a denial.
     let _agent = node_agent::start_named(n, "bench", "", "--no-ebpf");
 
-    let modes = [
+    let mut modes = vec![
         ("without the library", "env".to_string()),
         (
             "standalone",
@@ -164,6 +237,12 @@ fn main() {
             ),
         ),
     ];
+    for m in &extra_modes {
+        let (name, settings) = m
+            .split_once('=')
+            .unwrap_or_else(|| panic!("--mode {m:?}: expected NAME=SETTINGS"));
+        modes.push((name, format!("env LD_PRELOAD={lib} {settings}")));
+    }
     println!(
         "kernel {}, {iters} iterations x {rounds} rounds, medians",
         lab.kernel_release()
@@ -171,16 +250,43 @@ fn main() {
     if strace {
         count_syscalls(n, &modes, &bench, iters);
     }
+    if perf {
+        profile(n, &modes, &bench, iters);
+    }
     for what in ["qp", "mr"] {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-        for _ in 0..rounds {
-            for (i, (_, prefix)) in modes.iter().enumerate() {
+        let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        // Each round starts with the next mode: where a mode runs in the round is not what
+        // is measured (the VM's state moves as verbs run: a fixed order showed up as a cost).
+        for round in 0..rounds {
+            let mut line = Vec::new();
+            for k in 0..modes.len() {
+                let i = (round + k) % modes.len();
                 let out = n
-                    .run_ok(&format!("{prefix} {bench} {what} {iters}"))
+                    .run_ok(&format!("{} {bench} {what} {iters}", modes[i].1))
                     .unwrap_or_else(|e| panic!("{e}"));
-                samples[i].push(value(&out.stdout, &format!("{what}_ns_per_pair")));
+                let ns = value(&out.stdout, &format!("{what}_ns_per_pair"));
+                line.push(format!("{} {:.1}", modes[i].0, ns / 1000.0));
+                samples[i].push(ns);
+                firsts[i].push(value(&out.stdout, "first_pair_ns"));
             }
+            println!(
+                "{what} round {}: {} (us per pair)",
+                round + 1,
+                line.join(", ")
+            );
         }
+        // The first pair carries the one-time costs (the agent's hello and first budget,
+        // the host table's opening); the per-pair figures below are the steady state.
+        let first: Vec<String> = modes
+            .iter()
+            .zip(&firsts)
+            .map(|((name, _), f)| format!("{name} {:.0}", median(f.clone()) / 1000.0))
+            .collect();
+        println!(
+            "{what} first pair (us, one-time costs): {}",
+            first.join(", ")
+        );
         let base = median(samples[0].clone());
         for (i, (name, _)) in modes.iter().enumerate() {
             let m = median(samples[i].clone());
