@@ -33,7 +33,7 @@ impl Coordinator {
         address: &str,
         tls: Option<Arc<Tls>>,
     ) -> Result<Coordinator, crate::Error> {
-        let endpoints = endpoints
+        let endpoints: Vec<Channel> = endpoints
             .iter()
             .map(|e| {
                 tls::endpoint(e, Duration::from_millis(500))
@@ -45,7 +45,7 @@ impl Coordinator {
             })
             .collect::<Result<_, _>>()?;
         Ok(Coordinator {
-            preferred: AtomicUsize::new(0),
+            preferred: AtomicUsize::new(first_member(node, endpoints.len())),
             tls: tls.is_some(),
             endpoints,
             node: node.to_string(),
@@ -196,5 +196,45 @@ impl Coordinator {
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(s),
         }
+    }
+}
+/// The member a node calls first: spread over the members by the node's name (FNV-1a), so
+/// that in a cluster too big for every agent to move to the leader
+/// (`leader_hint_max_nodes`) the agents' connections are shared by all members, not piled
+/// on the first endpoint listed.
+fn first_member(node: &str, members: usize) -> usize {
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % members.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_member;
+
+    #[test]
+    fn nodes_spread_over_the_members_and_always_pick_the_same_one() {
+        let mut per_member = [0usize; 3];
+        for i in 0..3000 {
+            let node = format!("node-{i}");
+            let m = first_member(&node, 3);
+            assert_eq!(
+                m,
+                first_member(&node, 3),
+                "{node}: the same member every time"
+            );
+            per_member[m] += 1;
+        }
+        assert!(
+            per_member.iter().all(|&n| n > 800),
+            "3000 nodes over 3 members: {per_member:?}"
+        );
+        assert_eq!(first_member("node-1", 1), 0);
+        assert_eq!(
+            first_member("node-1", 0),
+            0,
+            "no endpoint: no division by zero"
+        );
     }
 }

@@ -158,6 +158,11 @@ impl Cluster {
         Ok(applied.last_applied.map_or(0, |l| l.index))
     }
 
+    /// Nodes registered in the state this member has applied.
+    pub fn registered_nodes(&self) -> usize {
+        self.applied.read().expect("state lock").state.nodes.len()
+    }
+
     pub fn members(&self) -> Vec<MemberView> {
         let applied = self.applied.read().expect("state lock");
         let membership = applied.membership.membership();

@@ -52,6 +52,13 @@ pub struct Config {
     /// Serve and dial in plain text, trusting every caller as admin. Dev and tests only.
     #[serde(default)]
     pub insecure: bool,
+    /// A follower tells agents to move to the leader (it marks the calls it forwarded) only
+    /// while fewer nodes than this are registered. Above it every member keeps serving its
+    /// own agents and forwards their calls in batches, so that the agents' TLS and HTTP/2
+    /// are spread over the members instead of all landing on the leader (docs/benchmarks.md,
+    /// scale-sim). 0: never.
+    #[serde(default = "defaults::leader_hint_max_nodes")]
+    pub leader_hint_max_nodes: usize,
     /// gRPC connections open at once; more are closed at accept.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -72,6 +79,9 @@ pub struct Config {
 }
 
 mod defaults {
+    pub fn leader_hint_max_nodes() -> usize {
+        2_000
+    }
     pub fn lease_ttl_ms() -> u64 {
         10_000
     }

@@ -42,6 +42,9 @@ struct Args {
     /// How long a node may stay silent before even its used budget is released.
     #[arg(long, env = "RDMAQ_NODE_DEAD_MS")]
     node_dead_ms: Option<u64>,
+    /// Followers send agents to the leader only while fewer nodes than this are registered.
+    #[arg(long, env = "RDMAQ_LEADER_HINT_MAX_NODES")]
+    leader_hint_max_nodes: Option<u64>,
     /// How long a follower waits without a leader's heartbeat before it calls an election.
     #[arg(long, env = "RDMAQ_ELECTION_TIMEOUT_MS")]
     election_timeout_ms: Option<u64>,
@@ -123,6 +126,9 @@ fn config(args: &Args) -> Result<Config, Error> {
     }
     if let Some(v) = args.max_connections {
         set("max_connections", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = args.leader_hint_max_nodes {
+        set("leader_hint_max_nodes", toml::Value::Integer(v as i64));
     }
     if let Some(v) = args.election_timeout_ms {
         set("election_timeout_ms", toml::Value::Integer(v as i64));

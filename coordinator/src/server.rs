@@ -148,6 +148,7 @@ pub async fn run(
     let agent = AgentServer::new(AgentService {
         cluster: cluster.clone(),
         heartbeat_interval_ms: cfg.agent_heartbeat_interval_ms,
+        leader_hint_max_nodes: cfg.leader_hint_max_nodes,
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE);
     let raft_svc = RaftServer::new(RaftService {

@@ -7,7 +7,7 @@
 //! latency.
 //!
 //!     cargo run --release -p rdmaq-bench --bin scale-sim -- \
-//!         [--agents 10000] [--tenants 1000] [--secs 60] [--silent 20] [--cap 150]
+//!         [--agents 10000] [--tenants 1000] [--secs 60] [--silent 20] [--cap 150] [--stay]
 #![forbid(unsafe_code)]
 
 use std::{
@@ -60,6 +60,10 @@ struct Args {
     /// Each tenant's cluster-wide QP cap.
     #[arg(long, default_value_t = 150)]
     cap: u64,
+    /// Keep each agent on its first member (member i mod 3), as scale-sim did before agents
+    /// followed the leader: followers then forward two thirds of the calls.
+    #[arg(long)]
+    stay: bool,
     /// Where the JSON results go (for scripts/plot-bench.py).
     #[arg(long, default_value = "docs/bench/scale-sim.json")]
     out: String,
@@ -194,12 +198,34 @@ fn channel(addr: &str, tls: Arc<Tls>) -> Channel {
 struct Agent {
     node: String,
     client: AgentClient<Channel>,
+    /// Like rdmaq-agent, an agent moves on to the next member when the one it called says it
+    /// forwarded the call (`FORWARDED_HEADER`), so that it soon talks to the leader.
+    follow: Option<Follow>,
     tenants: Vec<String>,
     held: Vec<u64>,
     rng: Rng,
 }
 
+/// What an agent needs to move to another member.
+struct Follow {
+    addrs: Arc<Vec<String>>,
+    member: usize,
+    tls: Arc<Tls>,
+}
+
 impl Agent {
+    /// After a successful call: if the member forwarded it, the next call goes to the next
+    /// member (a new connection; the old one closes when its last clone is dropped).
+    fn after<T>(&mut self, r: &tonic::Response<T>) {
+        let Some(f) = self.follow.as_mut() else {
+            return;
+        };
+        if r.metadata().contains_key(pb::FORWARDED_HEADER) {
+            f.member = (f.member + 1) % f.addrs.len();
+            self.client = AgentClient::new(channel(&f.addrs[f.member], f.tls.clone()));
+        }
+    }
+
     async fn register(&mut self, stats: &Stats) {
         for _ in 0..100 {
             let r = self
@@ -210,7 +236,10 @@ impl Agent {
                 })
                 .await;
             match r {
-                Ok(_) => return,
+                Ok(r) => {
+                    self.after(&r);
+                    return;
+                }
                 Err(_) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -241,7 +270,8 @@ impl Agent {
             })
             .await;
         match r {
-            Ok(_) => {
+            Ok(r) => {
+                self.after(&r);
                 let us = micros(began.elapsed());
                 if stats
                     .measure_until
@@ -284,6 +314,7 @@ impl Agent {
                 .await;
             match r {
                 Ok(r) => {
+                    self.after(&r);
                     if stats
                         .measure_until
                         .get()
@@ -311,7 +342,8 @@ impl Agent {
                 })
                 .await;
             match r {
-                Ok(_) => {
+                Ok(r) => {
+                    self.after(&r);
                     self.held[k] -= n;
                     stats.releases.fetch_add(1, Ordering::Relaxed);
                 }
@@ -353,7 +385,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    let per_member = args.agents / 3 + 64;
+    // Following the leader, every agent ends up connected to one member.
+    let per_member = if args.stay {
+        args.agents / 3
+    } else {
+        args.agents
+    } + 64;
     eprintln!(
         "3-member cluster (mTLS, durable); {} agents x {} tenants (cap {} QPs) for {} s",
         args.agents, args.tenants, args.cap, args.secs
@@ -365,7 +402,7 @@ fn main() {
     let certs = agent_certs(&c.pki.dir, args.agents);
     eprintln!("{} agent certificates in {:?}", args.agents, t0.elapsed());
     let admin = c.pki.admin();
-    let addrs: Vec<String> = c.members.iter().map(|m| m.addr.to_string()).collect();
+    let addrs: Arc<Vec<String>> = Arc::new(c.members.iter().map(|m| m.addr.to_string()).collect());
     let pids: Vec<u32> = (1..=3).filter_map(|id| c.pid(id)).collect();
     let stats = Arc::new(Stats::default());
     let violations = Arc::new(AtomicU64::new(0));
@@ -398,15 +435,22 @@ fn main() {
         for (i, tls) in certs.into_iter().enumerate() {
             let stats = stats.clone();
             let silent = silent.clone();
-            let addr = addrs[i % addrs.len()].clone();
+            let addrs = addrs.clone();
+            let stay = args.stay;
             tasks.push(tokio::spawn(async move {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
                 let tenants = (0..TENANTS_PER_AGENT)
                     .map(|_| format!("t{}", rng.below(args.tenants as u64)))
                     .collect();
+                let member = i % addrs.len();
                 let mut a = Agent {
                     node: format!("sim-{i}"),
-                    client: AgentClient::new(channel(&addr, tls)),
+                    client: AgentClient::new(channel(&addrs[member], tls.clone())),
+                    follow: (!stay).then(|| Follow {
+                        addrs,
+                        member,
+                        tls,
+                    }),
                     tenants,
                     held: vec![0; TENANTS_PER_AGENT],
                     rng,

@@ -17,14 +17,19 @@ use crate::{
 pub struct AgentService {
     pub cluster: Arc<Cluster>,
     pub heartbeat_interval_ms: u64,
+    /// Agents are sent to the leader only while fewer nodes are registered (`Config`).
+    pub leader_hint_max_nodes: usize,
 }
 
 impl AgentService {
-    /// A write's response, marked as forwarded when this member is not the leader.
+    /// A write's response, marked as forwarded when this member is not the leader and the
+    /// cluster is small enough that its agents should rather talk to the leader.
     fn answer<T>(&self, message: T) -> Response<T> {
         let mut response = Response::new(message);
         let leader = self.cluster.raft.metrics().borrow().current_leader;
-        if leader != Some(self.cluster.id) {
+        if leader != Some(self.cluster.id)
+            && self.cluster.registered_nodes() < self.leader_hint_max_nodes
+        {
             response.metadata_mut().insert(
                 pb::FORWARDED_HEADER,
                 tonic::metadata::MetadataValue::from_static("1"),
