@@ -60,8 +60,8 @@ struct Args {
     /// Each tenant's cluster-wide QP cap.
     #[arg(long, default_value_t = 150)]
     cap: u64,
-    /// Keep each agent on its first member (member i mod 3), as scale-sim did before agents
-    /// followed the leader: followers then forward two thirds of the calls.
+    /// Keep each agent on its first member (member i mod 3) even when that member says it
+    /// forwarded the call (real agents then move on; scale-sim did not before session 13).
     #[arg(long)]
     stay: bool,
     /// Where the JSON results go (for scripts/plot-bench.py).
@@ -385,7 +385,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    // Following the leader, every agent ends up connected to one member.
+    // Agents that follow the leader may all end up connected to one member (while fewer
+    // nodes than the members' leader_hint_max_nodes are registered).
     let per_member = if args.stay {
         args.agents / 3
     } else {
@@ -442,6 +443,7 @@ fn main() {
                 let tenants = (0..TENANTS_PER_AGENT)
                     .map(|_| format!("t{}", rng.below(args.tenants as u64)))
                     .collect();
+                // Spread like real agents (they start at a member chosen by node name).
                 let member = i % addrs.len();
                 let mut a = Agent {
                     node: format!("sim-{i}"),
