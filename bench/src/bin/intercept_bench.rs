@@ -62,9 +62,9 @@ struct Args {
     /// print those the library adds or removes per pair: where its time goes in the VM.
     #[arg(long)]
     strace: bool,
-    /// First profile each mode's verb pairs inside the VM (`perf record -e cpu-clock`, one
-    /// run of 5x the iterations each) and print where the CPU time went, by object and
-    /// function: what the library's share is made of under emulation.
+    /// First profile each mode's verb pairs inside the VM (`perf record -e cpu-clock` and
+    /// `perf stat`, one run of 20x the iterations each) and print where the CPU time went,
+    /// by object and function: what the library's share is made of under emulation.
     #[arg(long)]
     perf: bool,
     /// One more mode to measure, as `NAME=SETTINGS`: the library loaded with these
@@ -256,8 +256,9 @@ fn main() {
     for what in ["qp", "mr"] {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-        // Each round starts with the next mode: where a mode runs in the round is not what
-        // is measured (the VM's state moves as verbs run: a fixed order showed up as a cost).
+        // Each round starts with the next mode, so that where a mode runs in the round is
+        // not part of what is measured (checked when the MR agent-mode gap was looked into:
+        // it was not the cause, but it should not be a variable either).
         for round in 0..rounds {
             let mut line = Vec::new();
             for k in 0..modes.len() {
