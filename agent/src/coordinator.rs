@@ -198,11 +198,12 @@ impl Coordinator {
         }
     }
 }
+
 /// The member a node calls first: spread over the members by the node's name (FNV-1a), so
 /// that in a cluster too big for every agent to move to the leader
 /// (`leader_hint_max_nodes`) the agents' connections are shared by all members, not piled
 /// on the first endpoint listed.
-fn first_member(node: &str, members: usize) -> usize {
+pub fn first_member(node: &str, members: usize) -> usize {
     let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
