@@ -591,23 +591,13 @@ fn agents_move_to_the_leader_and_followers_stop_forwarding() {
         .expect("a name");
     // The header, asked directly: a follower's answer has it, the leader's does not.
     let n1 = c.pki.agent(&node);
-    rt().block_on(async {
-        for id in 1..=3 {
-            let r = agent(&n1, c.addr(id))
-                .await
-                .register(pb::RegisterRequest {
-                    node: node.clone(),
-                    address: String::new(),
-                })
-                .await
-                .unwrap();
-            assert_eq!(
-                r.metadata().contains_key(pb::FORWARDED_HEADER),
-                id != leader,
-                "member {id} (leader {leader})"
-            );
-        }
-    });
+    for id in 1..=3 {
+        assert_eq!(
+            register_says_forwarded(&c, &n1, &node, id),
+            id != leader,
+            "member {id} (leader {leader})"
+        );
+    }
     // An agent whose endpoints list the followers first.
     let endpoints: Vec<String> = followers
         .iter()
@@ -755,32 +745,50 @@ fn concurrent_admissions_of_different_resources_each_acquire_their_own() {
 /// of them on the leader cost it 0.84 core and the heartbeat p99 3.4 s; docs/benchmarks.md).
 #[test]
 fn followers_keep_their_agents_in_a_big_cluster() {
-    let c = CoordinatorCluster::start(3, &["--leader-hint-max-nodes", "2"]);
+    let mut c = CoordinatorCluster::start(3, &["--leader-hint-max-nodes", "2"]);
+    let metrics = c.with_metrics();
     let leader = c.wait_leader(Duration::from_secs(30));
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let forwarded = |name: &str| {
-        let who = c.pki.agent(name);
-        rt().block_on(async {
-            let r = agent(&who, c.addr(follower))
-                .await
-                .register(pb::RegisterRequest {
-                    node: name.into(),
-                    address: String::new(),
-                })
-                .await
-                .unwrap();
-            r.metadata().contains_key(pb::FORWARDED_HEADER)
-        })
-    };
+    let forwarded = |name: &str| register_says_forwarded(&c, &c.pki.agent(name), name, follower);
     // The first node's registration is answered with at most one node registered: below 2.
     assert!(forwarded("n1"), "one node: agents are sent to the leader");
     // The follower counts the nodes it has applied, which may trail the leader's by the
     // registrations just made: once it has caught up, the cluster is at the limit.
     forwarded("n2");
-    std::thread::sleep(Duration::from_secs(1));
+    let applied = |id: u64| {
+        metric(
+            &rdmaq_lab::http::get(metrics[id as usize - 1], "/metrics"),
+            "rdmaq_raft_applied_index",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while applied(follower) < applied(leader) {
+        assert!(
+            Instant::now() < deadline,
+            "follower {follower} never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !forwarded("n3"),
         "three nodes: the follower keeps its agent"
     );
     assert!(!forwarded("n4"), "four nodes: the follower keeps its agent");
+}
+
+/// Registers `node` at member `id` as `who`: whether the answer says the member forwarded
+/// the call to the leader (inviting the agent to move there).
+fn register_says_forwarded(c: &CoordinatorCluster, who: &Cert, node: &str, id: u64) -> bool {
+    rt().block_on(async {
+        agent(who, c.addr(id))
+            .await
+            .register(pb::RegisterRequest {
+                node: node.into(),
+                address: String::new(),
+            })
+            .await
+            .unwrap()
+            .metadata()
+            .contains_key(pb::FORWARDED_HEADER)
+    })
 }
