@@ -31,6 +31,13 @@ pub enum Error {
     },
     #[error("config key `{key}`: {reason}")]
     Config { key: String, reason: String },
+    /// A member's payload (an RPC or a log entry) that does not decode, or a value that does
+    /// not encode.
+    #[error("malformed {format} payload: {detail}")]
+    Malformed {
+        format: &'static str,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -88,6 +95,7 @@ impl From<Error> for tonic::Status {
             Error::NoLeader | Error::ForwardFailed { .. } | Error::Timeout { .. } => {
                 tonic::Status::unavailable(msg)
             }
+            Error::Malformed { .. } => tonic::Status::invalid_argument(msg),
             Error::Raft(_) | Error::Storage { .. } | Error::Io { .. } | Error::Config { .. } => {
                 tonic::Status::internal(msg)
             }

@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use crate::{
     Error,
+    codec::{self, Encoding},
     raft::{NodeId, network::raft_client},
     state::{Proposal, Reply},
 };
@@ -65,9 +66,27 @@ pub struct Forwarder {
     /// This member's TLS material (None when insecure), also used to dial the others.
     tls: Option<Arc<Tls>>,
     /// Clients to the other members, by address (one connection each).
-    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    peers: Mutex<HashMap<String, Peer>>,
     /// Requests forwarded so far (a metric: agents that find the leader keep it still).
     pub forwarded: AtomicU64,
+}
+
+/// One member to forward to.
+#[derive(Clone)]
+struct Peer {
+    client: RaftClient<Channel>,
+    /// Whether it has said it reads binary payloads (`codec`); until then it gets JSON.
+    binary: Arc<AtomicBool>,
+}
+
+impl Peer {
+    fn encoding(&self) -> Encoding {
+        if self.binary.load(Ordering::Relaxed) {
+            Encoding::Binary
+        } else {
+            Encoding::Json
+        }
+    }
 }
 
 impl Forwarder {
@@ -93,16 +112,20 @@ impl Forwarder {
             detail,
         };
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        let mut client = self.peer(&node.addr).map_err(|e| failed(e.to_string()))?;
-        let data = serde_json::to_vec(&what).map_err(|e| failed(e.to_string()))?;
+        let mut peer = self.peer(&node.addr).map_err(|e| failed(e.to_string()))?;
+        let sent = peer.encoding();
+        let data = sent.encode(&what).map_err(|e| failed(e.to_string()))?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(Duration::from_secs(10));
-        let reply = client
-            .forward(req)
-            .await
-            .map_err(|s| failed(s.message().to_string()))?;
+        let reply = peer.client.forward(req).await;
+        let next = sent.after(&reply);
+        if next != sent {
+            peer.binary
+                .store(next == Encoding::Binary, Ordering::Relaxed);
+        }
+        let reply = reply.map_err(|s| failed(s.message().to_string()))?;
         let reply: ForwardReply =
-            serde_json::from_slice(&reply.into_inner().data).map_err(|e| failed(e.to_string()))?;
+            codec::decode(&reply.into_inner().data).map_err(|e| failed(e.to_string()))?;
         match reply {
             ForwardReply::Failed {
                 not_leader: true, ..
@@ -114,14 +137,17 @@ impl Forwarder {
 
     /// The client to the member at `addr`, connected once and reused (a new TLS
     /// connection per forwarded request would cost a handshake each).
-    fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, rdmaq_common::tls::TlsError> {
+    fn peer(&self, addr: &str) -> Result<Peer, rdmaq_common::tls::TlsError> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
+        if let Some(p) = peers.get(addr) {
+            return Ok(p.clone());
         }
-        let c = raft_client(addr, self.tls.clone())?;
-        peers.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let p = Peer {
+            client: raft_client(addr, self.tls.clone())?,
+            binary: Arc::default(),
+        };
+        peers.insert(addr.to_string(), p.clone());
+        Ok(p)
     }
 }
 

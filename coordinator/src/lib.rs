@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 mod error;
 mod forward;

@@ -1,7 +1,7 @@
 //! A tenant's limits at every scope (DESIGN.md, "Budget model"): the one shape the
 //! coordinator stores, the agent enforces and the library applies.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeStruct};
 
 use crate::{Caps, QpTypes};
 
@@ -60,8 +60,9 @@ impl std::fmt::Display for ShapeDenial {
 }
 
 /// A tenant's caps. Field names are part of the replicated state's format (serde), so a
-/// renamed field keeps its stored name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// renamed field keeps its stored name. Serialized by hand (below) to leave out an unset
+/// `qp_types` in text formats only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Limits {
     /// Cluster-wide caps: the sum of the nodes' allotments never exceeds them.
     #[serde(rename = "global")]
@@ -78,8 +79,32 @@ pub struct Limits {
     pub qp_create_per_sec: Option<u32>,
     pub mr_create_per_sec: Option<u32>,
     /// QP types the tenant may create; `None`: any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub qp_types: Option<QpTypes>,
+}
+
+/// As derived, except that text formats (JSON snapshots, TOML) leave out an unset
+/// `qp_types`, as they did before it existed. Binary formats have no optional fields: they
+/// always carry it (serde's `skip_serializing_if` cannot tell the two apart).
+impl Serialize for Limits {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let skip_types = s.is_human_readable() && self.qp_types.is_none();
+        let mut st = s.serialize_struct("Limits", if skip_types { 8 } else { 9 })?;
+        st.serialize_field("global", &self.cluster)?;
+        st.serialize_field("per_node", &self.per_node)?;
+        st.serialize_field("per_process", &self.per_process)?;
+        st.serialize_field("max_send_wr", &self.max_send_wr)?;
+        st.serialize_field("max_recv_wr", &self.max_recv_wr)?;
+        st.serialize_field("wr_policy", &self.wr_policy)?;
+        st.serialize_field("qp_create_per_sec", &self.qp_create_per_sec)?;
+        st.serialize_field("mr_create_per_sec", &self.mr_create_per_sec)?;
+        if skip_types {
+            st.skip_field("qp_types")?;
+        } else {
+            st.serialize_field("qp_types", &self.qp_types)?;
+        }
+        st.end()
+    }
 }
 
 impl Limits {
@@ -243,5 +268,17 @@ mod tests {
         let json = serde_json::to_value(Limits::NONE).unwrap();
         assert!(json.get("global").is_some(), "{json}");
         assert_eq!(json["wr_policy"], "Clamp");
+    }
+
+    #[test]
+    fn text_leaves_out_unset_qp_types_and_reads_back_either_way() {
+        let mut l = Limits::NONE;
+        let json = serde_json::to_value(l).unwrap();
+        assert!(json.get("qp_types").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<Limits>(json).unwrap(), l);
+        l.qp_types = Some(crate::QpTypes::parse("UD").unwrap());
+        let json = serde_json::to_string(&l).unwrap();
+        assert!(json.contains("qp_types"), "{json}");
+        assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), l);
     }
 }

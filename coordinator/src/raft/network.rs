@@ -1,5 +1,6 @@
-//! Raft traffic between members over gRPC: openraft's requests and responses travel as
-//! JSON inside `RaftPayload`, on tonic channels that connect lazily and are reused.
+//! Raft traffic between members over gRPC: openraft's requests and responses travel inside
+//! `RaftPayload` in the members' encoding (`codec`: binary once the peer has said it reads
+//! it), on tonic channels that connect lazily and are reused.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tonic::transport::Channel;
 
 use super::{NodeId, TypeConfig};
+use crate::codec::{self, Encoding};
 
 /// Largest Raft message (a snapshot chunk or a batch of entries).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
@@ -50,6 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             client: raft_client(&node.addr, self.tls.clone()).map_err(|e| e.to_string()),
+            encoding: Encoding::Json,
         }
     }
 }
@@ -57,6 +60,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
+    /// What requests go out in: JSON (which every version reads) until the peer's first
+    /// answer says it reads binary.
+    encoding: Encoding,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +84,10 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = self
+            .encoding
+            .encode(req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.send(method, data, option).await
     }
 
@@ -107,6 +116,7 @@ impl Connection {
             Method::Vote => client.vote(request).await,
             Method::Snapshot => client.install_snapshot(request).await,
         };
+        self.encoding = self.encoding.after(&reply);
         let payload = match reply {
             Ok(r) => r.into_inner(),
             Err(status) if status.code() == tonic::Code::Unavailable => {
@@ -114,8 +124,8 @@ impl Connection {
             }
             Err(status) => return Err(RPCError::Network(NetworkError::new(&status))),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&payload.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -126,8 +136,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let data =
-            serde_json::to_vec(&req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = self
+            .encoding
+            .encode(&req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if let Some(fewer) = fewer_entries(req.entries.len(), data.len()) {
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fewer),

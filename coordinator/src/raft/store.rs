@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::{
+    codec::{self, Encoding},
     stages::{self, Stages},
     state::{Response, State},
 };
@@ -49,15 +50,17 @@ fn io_err(
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
+/// Log entries and Raft metadata are stored in the members' binary encoding (`codec`);
+/// JSON written by earlier versions still reads.
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("raft storage types serialize")
+    codec::encode(v).expect("raft storage types serialize")
 }
 
 fn decode<T: DeserializeOwned>(
     subject: ErrorSubject<NodeId>,
     bytes: &[u8],
 ) -> Result<T, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| io_err(subject, ErrorVerb::Read, e))
+    codec::decode(bytes).map_err(|e| io_err(subject, ErrorVerb::Read, e))
 }
 
 /// Opens (or creates) the database under `dir`.
@@ -465,7 +468,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let db = self.db.clone();
         let stored_meta = meta.clone();
         let data = tokio::task::spawn_blocking(move || {
-            let data = encode(&SnapshotBody { state });
+            // JSON: a snapshot is read by members of every version (it is sent as bytes to
+            // a follower that fell behind) and built off the write path.
+            let data = Encoding::Json
+                .encode(&SnapshotBody { state })
+                .expect("the state serializes");
             put_snapshot(&db, &stored_meta, &data).map(|()| data)
         })
         .await

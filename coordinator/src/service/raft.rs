@@ -3,24 +3,23 @@
 use std::sync::Arc;
 
 use rdmaq_proto::raft::{RaftPayload, raft_server::Raft as RaftRpc};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use super::authz;
-use crate::cluster::{Cluster, Forwarded};
+use crate::{
+    cluster::{Cluster, Forwarded},
+    codec::{self, Encoding},
+};
 
 pub struct RaftService {
     pub cluster: Arc<Cluster>,
 }
 
-fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftPayload { data }))
+/// The request's payload, and the encoding to answer in (the one it came in).
+fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<(T, Encoding), Status> {
+    let data = req.into_inner().data;
+    Ok((codec::decode(&data)?, Encoding::of(&data)))
 }
 
 #[tonic::async_trait]
@@ -30,14 +29,14 @@ impl RaftRpc for RaftService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         authz::member(&self.cluster, &req, "Raft/AppendEntries")?;
-        let r = self.cluster.raft.append_entries(decode(req)?).await;
-        encode(&r)
+        let (req, encoding) = decode(req)?;
+        encoding.reply(&self.cluster.raft.append_entries(req).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         authz::member(&self.cluster, &req, "Raft/Vote")?;
-        let r = self.cluster.raft.vote(decode(req)?).await;
-        encode(&r)
+        let (req, encoding) = decode(req)?;
+        encoding.reply(&self.cluster.raft.vote(req).await)
     }
 
     async fn install_snapshot(
@@ -45,13 +44,13 @@ impl RaftRpc for RaftService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         authz::member(&self.cluster, &req, "Raft/InstallSnapshot")?;
-        let r = self.cluster.raft.install_snapshot(decode(req)?).await;
-        encode(&r)
+        let (req, encoding) = decode(req)?;
+        encoding.reply(&self.cluster.raft.install_snapshot(req).await)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let via = authz::member(&self.cluster, &req, "Raft/Forward")?;
-        let what: Forwarded = decode(req)?;
-        encode(&self.cluster.serve_forwarded(what, &via.subject).await)
+        let (what, encoding): (Forwarded, _) = decode(req)?;
+        encoding.reply(&self.cluster.serve_forwarded(what, &via.subject).await)
     }
 }

@@ -61,7 +61,7 @@ pub struct Proposal {
     pub command: Command,
     /// The verified certificate of the caller, checked against the revocations again when
     /// the command applies (none for the members' own records and without TLS).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub caller: Option<Credential>,
 }
 

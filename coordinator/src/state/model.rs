@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeStruct};
 
 use rdmaq_model::{Amounts, Limits};
 
@@ -25,13 +25,14 @@ pub struct NodeRecord {
     /// Tenants this node holds allotments for.
     pub tenants: BTreeSet<String>,
     /// Tenants whose use this node last reported beyond what it may hold (clamped, and
-    /// audited once when it started).
+    /// audited once when it started). Node records go into JSON snapshots only: a binary
+    /// format (`codec`) could not read a record with this field left out.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub overreported: BTreeSet<String>,
 }
 
 /// One node's share of one tenant's quota.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Allotment {
     pub allotted: Amounts,
     /// Use the node last reported; it may exceed `allotted` when the node found objects
@@ -41,8 +42,26 @@ pub struct Allotment {
     /// allotments). It stays counted until the node releases it: the node may have admitted
     /// from it already, and only the node knows when it has stopped doing so. Left out of
     /// snapshots when zero (almost always): node allotments are most of a snapshot.
-    #[serde(default, skip_serializing_if = "Amounts::is_zero")]
+    #[serde(default)]
     pub reclaim: Amounts,
+}
+
+/// As derived, except that JSON (snapshots) leaves out a zero `reclaim`. The binary
+/// encoding members send and log (`codec`) has no optional fields and always carries it
+/// (serde's `skip_serializing_if` cannot tell the two apart).
+impl Serialize for Allotment {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let skip_reclaim = s.is_human_readable() && self.reclaim.is_zero();
+        let mut st = s.serialize_struct("Allotment", if skip_reclaim { 2 } else { 3 })?;
+        st.serialize_field("allotted", &self.allotted)?;
+        st.serialize_field("used", &self.used)?;
+        if skip_reclaim {
+            st.skip_field("reclaim")?;
+        } else {
+            st.serialize_field("reclaim", &self.reclaim)?;
+        }
+        st.end()
+    }
 }
 
 impl Allotment {
