@@ -8,6 +8,11 @@ use clap::Parser;
 use rdmaq_common::logging::{self, LogFormat};
 use rdmaq_coordinator::{Error, config::Config};
 
+/// At 10,000 agents a fifth of a member's CPU was glibc's malloc and free (perf,
+/// docs/benchmarks.md): every call allocates names, replies and payloads on many threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Raft-replicated quota and allotment service of rdmaq.
 #[derive(Debug, Parser)]
 #[command(name = "rdmaq-coordinator", version)]
