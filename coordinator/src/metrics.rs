@@ -104,7 +104,7 @@ impl Scraped {
                 .iter()
                 .map(|(t, q)| {
                     let allotted = s.totals.get(t).copied().unwrap_or_default();
-                    (t.clone(), q.limits.cluster, allotted, s.used_total(t))
+                    (t.to_string(), q.limits.cluster, allotted, s.used_total(t))
                 })
                 .collect(),
         }

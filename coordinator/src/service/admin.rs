@@ -114,10 +114,12 @@ impl Admin for AdminService {
             .cluster
             .read(|s| {
                 if tenant.is_empty() {
-                    let names: std::collections::BTreeSet<&String> =
+                    let names: std::collections::BTreeSet<&crate::state::Name> =
                         s.quotas.keys().chain(s.allotments.keys()).collect();
                     Ok(names.into_iter().map(|t| tenant_usage(s, t)).collect())
-                } else if s.quotas.contains_key(&tenant) || s.allotments.contains_key(&tenant) {
+                } else if s.quotas.contains_key(tenant.as_str())
+                    || s.allotments.contains_key(tenant.as_str())
+                {
                     Ok(vec![tenant_usage(s, &tenant)])
                 } else {
                     Err(Status::not_found(format!(
@@ -140,7 +142,7 @@ impl Admin for AdminService {
                 s.nodes
                     .iter()
                     .map(|(name, r)| pb::NodeInfo {
-                        node: name.clone(),
+                        node: name.to_string(),
                         address: r.address.clone(),
                         registered_unix_ms: s.wall_of(r.registered_ms),
                         last_heartbeat_unix_ms: s.wall_of(r.last_seen_ms),
@@ -316,7 +318,7 @@ fn tenant_usage(s: &state::State, tenant: &str) -> pb::TenantUsage {
         .map(|(node, a)| {
             let rec = s.nodes.get(node);
             pb::NodeUsage {
-                node: node.clone(),
+                node: node.to_string(),
                 allotted: a.allotted.to_pb(),
                 used: a.used.to_pb(),
                 reclaim: a.reclaim.to_pb(),

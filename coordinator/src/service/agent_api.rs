@@ -244,7 +244,7 @@ impl Agent for AgentService {
                 .quotas
                 .iter()
                 .filter(|(_, q)| q.version > last)
-                .map(|(t, _)| t.clone())
+                .map(|(t, _)| t.to_string())
                 .collect();
             last = seq;
             Ok(pb::QuotaChange { seq, tenants })

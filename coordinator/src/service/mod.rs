@@ -26,7 +26,9 @@ pub async fn get_quota(
     tenant: String,
 ) -> Result<tonic::Response<rdmaq_proto::v1::Quota>, tonic::Status> {
     crate::state::validate::name("tenant", &tenant).map_err(Error::Rejected)?;
-    let quota = cluster.read(|s| s.quotas.get(&tenant).cloned()).await?;
+    let quota = cluster
+        .read(|s| s.quotas.get(tenant.as_str()).cloned())
+        .await?;
     let quota = quota.ok_or_else(|| {
         tonic::Status::not_found(format!("no quota is set for tenant {tenant:?}"))
     })?;

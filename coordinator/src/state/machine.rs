@@ -10,7 +10,7 @@ use imbl::{OrdMap, OrdSet, Vector};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Amounts, Dim, Limits, Revocations,
+    Amounts, Dim, Limits, Name, Revocations,
     command::{AllotmentView, ApplyError, Command, Reply, Request, Response},
     model::{Allotment, AuditRecord, Counters, LeasePolicy, NodeRecord, QuotaRecord},
     validate,
@@ -25,18 +25,18 @@ pub const AUDIT_KEEP: usize = 10_000;
 /// standard maps, sets and sequences did, so snapshots are unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub quotas: OrdMap<String, QuotaRecord>,
-    pub nodes: OrdMap<String, NodeRecord>,
+    pub quotas: OrdMap<Name, QuotaRecord>,
+    pub nodes: OrdMap<Name, NodeRecord>,
     /// tenant -> node -> allotment.
-    pub allotments: OrdMap<String, OrdMap<String, Allotment>>,
+    pub allotments: OrdMap<Name, OrdMap<Name, Allotment>>,
     /// tenant -> sum of its allotments, kept in step with `allotments`.
-    pub totals: OrdMap<String, Amounts>,
+    pub totals: OrdMap<Name, Amounts>,
     /// (lease expiry, node) of every node whose lease is live.
-    pub lease_index: OrdSet<(u64, String)>,
+    pub lease_index: OrdSet<(u64, Name)>,
     /// (last seen, node) of every node whose lease has expired: the candidates for the
     /// node-dead timeout, so that no apply has to look at every node.
     #[serde(default)]
-    pub silent_index: OrdSet<(u64, String)>,
+    pub silent_index: OrdSet<(u64, Name)>,
     pub quota_seq: u64,
     pub audit: Vector<AuditRecord>,
     /// Where in the log the command being applied is (its entry's index, and its place in
@@ -60,7 +60,7 @@ pub struct State {
     /// so every node gives back the spare part of its allotment at its next heartbeat, and
     /// grants carry nothing ahead of demand (format 2).
     #[serde(default, skip_serializing_if = "OrdMap::is_empty")]
-    pub contended: OrdMap<String, u64>,
+    pub contended: OrdMap<Name, u64>,
 }
 
 impl State {
@@ -177,7 +177,7 @@ impl State {
             limits: *limits,
             version: self.quota_seq,
         };
-        self.quotas.insert(tenant.to_string(), quota.clone());
+        self.quotas.insert(Name::from(tenant), quota.clone());
         self.shrink_to_caps(tenant, limits);
         self.audit(actor, format!("quota set {tenant} {limits}"));
         Ok(Reply::Quota {
@@ -199,7 +199,7 @@ impl State {
         let Some(per_node) = self.allotments.get_mut(tenant) else {
             return;
         };
-        let nodes: Vec<String> = per_node.keys().cloned().collect();
+        let nodes: Vec<Name> = per_node.keys().cloned().collect();
         for node in nodes {
             if let Some(a) = per_node.get_mut(&node) {
                 a.reclaim = reclaim(a, limits, over_cluster);
@@ -232,7 +232,7 @@ impl State {
                     .fold(Amounts::ZERO, |acc, a| acc.saturating_add(a.allotted))
             })
             .unwrap_or_default();
-        self.totals.insert(tenant.to_string(), total);
+        self.totals.insert(Name::from(tenant), total);
     }
 
     // ------------------------------------------------------------------ nodes, leases
@@ -244,16 +244,16 @@ impl State {
             .get_mut(node)
             .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
         self.lease_index
-            .remove(&(rec.lease_expires_ms, node.to_string()));
+            .remove(&(rec.lease_expires_ms, Name::from(node)));
         if rec.lease_expired {
             self.silent_index
-                .remove(&(rec.last_seen_ms, node.to_string()));
+                .remove(&(rec.last_seen_ms, Name::from(node)));
         }
         rec.last_seen_ms = now;
         rec.lease_expires_ms = now.saturating_add(policy.lease_ttl_ms);
         rec.lease_expired = false;
         self.lease_index
-            .insert((rec.lease_expires_ms, node.to_string()));
+            .insert((rec.lease_expires_ms, Name::from(node)));
         Ok(rec.lease_expires_ms)
     }
 
@@ -270,7 +270,7 @@ impl State {
         let now = self.now_ms;
         let rec = self
             .nodes
-            .entry(node.to_string())
+            .entry(Name::from(node))
             .or_insert_with(|| NodeRecord {
                 address: String::new(),
                 registered_ms: now,
@@ -294,15 +294,15 @@ impl State {
             .remove(node)
             .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
         self.lease_index
-            .remove(&(rec.lease_expires_ms, node.to_string()));
+            .remove(&(rec.lease_expires_ms, Name::from(node)));
         self.silent_index
-            .remove(&(rec.last_seen_ms, node.to_string()));
+            .remove(&(rec.last_seen_ms, Name::from(node)));
         self.drop_allotments(node, &rec.tenants);
         self.audit(actor, format!("node remove {node}"));
         Ok(Reply::Done)
     }
 
-    fn drop_allotments(&mut self, node: &str, tenants: &BTreeSet<String>) {
+    fn drop_allotments(&mut self, node: &str, tenants: &BTreeSet<Name>) {
         for tenant in tenants {
             if let Some(per_node) = self.allotments.get_mut(tenant) {
                 per_node.remove(node);
@@ -404,7 +404,7 @@ impl State {
                     // Budget other nodes hold ahead of demand is asked back (found by the
                     // nemesis: a busy node kept its spare while others were denied).
                     self.contended
-                        .insert(tenant.to_string(), self.now_ms + policy.lease_ttl_ms / 2);
+                        .insert(Name::from(tenant), self.now_ms + policy.lease_ttl_ms / 2);
                 }
                 return Err(ApplyError::Insufficient {
                     tenant: tenant.to_string(),
@@ -417,9 +417,9 @@ impl State {
         let lease_expires_ms = self.renew(node, policy)?;
         let a = self
             .allotments
-            .entry(tenant.to_string())
+            .entry(Name::from(tenant))
             .or_default()
-            .entry(node.to_string())
+            .entry(Name::from(node))
             .or_default();
         // Objects the node holds beyond its allotment are charged already (above); an
         // allotment that did not cover them would let the node admit nothing: in each
@@ -444,12 +444,12 @@ impl State {
         self.counters.grants += 1;
         self.counters.granted = self.counters.granted.saturating_add(granted);
         self.totals
-            .insert(tenant.to_string(), total.saturating_add(grown));
+            .insert(Name::from(tenant), total.saturating_add(grown));
         self.nodes
             .get_mut(node)
             .expect("checked above")
             .tenants
-            .insert(tenant.to_string());
+            .insert(Name::from(tenant));
         Ok(Reply::Granted {
             granted,
             allotment: AllotmentView {
@@ -527,7 +527,7 @@ impl State {
         // (tenant, reported use, its bound if the report went beyond it) of bounded reports
         let mut over = Vec::new();
         for (tenant, reported) in used.iter().take(max_reports) {
-            let quota = self.quotas.get(tenant);
+            let quota = self.quotas.get(tenant.as_str());
             let Some(q) = quota.filter(|_| bounded) else {
                 // Counted as reported (an unknown tenant: not counted anywhere, answered as
                 // unknown below).
@@ -544,12 +544,12 @@ impl State {
         for (tenant, reported, beyond_bound) in over {
             match beyond_bound {
                 Some(bound) => {
-                    if rec.overreported.insert(tenant.clone()) {
+                    if rec.overreported.insert(Name::from(tenant.as_str())) {
                         newly_over.push((tenant, reported, bound));
                     }
                 }
                 None => {
-                    rec.overreported.remove(tenant);
+                    rec.overreported.remove(tenant.as_str());
                 }
             }
         }
@@ -559,8 +559,8 @@ impl State {
         for (tenant, _, known) in &counted {
             if !known {
                 unknown.push((*tenant).clone());
-            } else if !rec.tenants.contains(*tenant) {
-                rec.tenants.insert((*tenant).clone());
+            } else if !rec.tenants.contains(tenant.as_str()) {
+                rec.tenants.insert(Name::from(tenant.as_str()));
             }
         }
         // Tenants this node uses beyond its allotment (objects created around the library).
@@ -579,7 +579,7 @@ impl State {
                     .contended
                     .get(tenant)
                     .is_some_and(|until| *until > self.now_ms);
-            let quota = self.quotas.get(tenant);
+            let quota = self.quotas.get(tenant.as_str());
             let per_node = match self.allotments.get_mut(tenant) {
                 Some(m) => m,
                 None => self.allotments.entry(tenant.clone()).or_default(),
@@ -609,12 +609,12 @@ impl State {
                         used: reported,
                         ..Default::default()
                     };
-                    per_node.insert(node.to_string(), a);
+                    per_node.insert(Name::from(node), a);
                     a
                 }
             };
             views.push(AllotmentView {
-                tenant: tenant.clone(),
+                tenant: tenant.to_string(),
                 allotment,
                 lease_expires_ms: lease_view,
                 quota_version: quota.map_or(0, |q| q.version),
@@ -680,7 +680,7 @@ impl State {
         rec.tenants
             .iter()
             .map(|tenant| AllotmentView {
-                tenant: tenant.clone(),
+                tenant: tenant.to_string(),
                 allotment: self.allotment(tenant, node),
                 lease_expires_ms: self.wall_of(rec.lease_expires_ms),
                 quota_version: self.quotas.get(tenant).map_or(0, |q| q.version),

@@ -17,3 +17,9 @@ pub use machine::State;
 pub use model::{Allotment, AuditRecord, Counters, LeasePolicy, NodeRecord, QuotaRecord};
 pub use rdmaq_model::{Amounts, Caps, Dim, Limits, WrPolicy};
 pub use revocation::{Credential, Revocations, Revoked};
+
+/// A tenant's or node's name as the state's maps key it: up to 24 bytes are kept inline,
+/// so that comparing keys in a lookup reads the map's own nodes instead of following a
+/// pointer per comparison (key comparisons were the heartbeat apply's main cost at 10,000
+/// nodes, docs/benchmarks.md). Serialized as a string, like the `String` it replaces.
+pub type Name = compact_str::CompactString;

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize, Serializer, ser::SerializeStruct};
 
 use rdmaq_model::{Amounts, Limits};
 
+use super::Name;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaRecord {
     pub limits: Limits,
@@ -23,12 +25,12 @@ pub struct NodeRecord {
     /// The lease ran out: the unused part of its allotments has been reclaimed.
     pub lease_expired: bool,
     /// Tenants this node holds allotments for.
-    pub tenants: BTreeSet<String>,
+    pub tenants: BTreeSet<Name>,
     /// Tenants whose use this node last reported beyond what it may hold (clamped, and
     /// audited once when it started). Node records go into JSON snapshots only: a binary
     /// format (`codec`) could not read a record with this field left out.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub overreported: BTreeSet<String>,
+    pub overreported: BTreeSet<Name>,
 }
 
 /// One node's share of one tenant's quota.
