@@ -5,11 +5,11 @@
 //! of an earlier version can be talked to during a rolling upgrade (see `Encoding`).
 //!
 //! Why not JSON any more: at 10,000 agents every heartbeat crosses this encoding several
-//! times on every member (forwarded, its reply returned, replicated twice, stored), and JSON
-//! was 13% of the members' CPU (docs/benchmarks.md). Postcard writes no field names and
-//! decodes without parsing text: an entry of 170 heartbeats is 2.5 times smaller and
-//! decodes 3 times faster. Snapshots stay JSON (built off the write path, and their format
-//! is pinned by a test).
+//! times on every member (forwarded, its reply returned, replicated twice, stored); JSON was
+//! 13% of the members' CPU in session 12's profile (docs/benchmarks.md). Postcard writes no
+//! field names and decodes without parsing text: an entry of 170 heartbeats is 2.5 times
+//! smaller and decodes 3 times faster. Snapshots stay JSON (built off the write path, read
+//! by members of every version, their format pinned by a test).
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -89,8 +89,7 @@ impl Encoding {
 }
 
 /// `v` in the binary encoding (what members write to their log and send to peers that read
-/// it). Encoding rdmaq's and openraft's types cannot fail (no maps with non-string keys in
-/// JSON, no unsized sequences in postcard), so a failure is a bug and says so.
+/// it). Encoding rdmaq's and openraft's types does not fail: a failure is a bug.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
     Encoding::Binary.encode(v)
 }
