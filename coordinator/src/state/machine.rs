@@ -243,17 +243,18 @@ impl State {
             .nodes
             .get_mut(node)
             .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
-        self.lease_index
-            .remove(&(rec.lease_expires_ms, Name::from(node)));
+        // One key for both indexes, its time changed in place (every heartbeat comes here).
+        let mut key = (rec.lease_expires_ms, Name::from(node));
+        self.lease_index.remove(&key);
         if rec.lease_expired {
-            self.silent_index
-                .remove(&(rec.last_seen_ms, Name::from(node)));
+            key.0 = rec.last_seen_ms;
+            self.silent_index.remove(&key);
         }
         rec.last_seen_ms = now;
         rec.lease_expires_ms = now.saturating_add(policy.lease_ttl_ms);
         rec.lease_expired = false;
-        self.lease_index
-            .insert((rec.lease_expires_ms, Name::from(node)));
+        key.0 = rec.lease_expires_ms;
+        self.lease_index.insert(key);
         Ok(rec.lease_expires_ms)
     }
 
@@ -293,10 +294,10 @@ impl State {
             .nodes
             .remove(node)
             .ok_or_else(|| ApplyError::UnknownNode(node.to_string()))?;
-        self.lease_index
-            .remove(&(rec.lease_expires_ms, Name::from(node)));
-        self.silent_index
-            .remove(&(rec.last_seen_ms, Name::from(node)));
+        let mut key = (rec.lease_expires_ms, Name::from(node));
+        self.lease_index.remove(&key);
+        key.0 = rec.last_seen_ms;
+        self.silent_index.remove(&key);
         self.drop_allotments(node, &rec.tenants);
         self.audit(actor, format!("node remove {node}"));
         Ok(Reply::Done)

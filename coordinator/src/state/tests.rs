@@ -679,6 +679,7 @@ fn allotments_round_trip_and_snapshots_leave_out_an_empty_reclaim() {
     assert_eq!(serde_json::from_str::<Allotment>(&text).unwrap(), a);
     a.reclaim = qps(2);
     let text = serde_json::to_string(&a).unwrap();
+    assert!(text.contains("reclaim"), "{text}");
     assert_eq!(serde_json::from_str::<Allotment>(&text).unwrap(), a);
 }
 
